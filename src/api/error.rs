@@ -1,0 +1,154 @@
+//! The one place where errors become HTTP: status codes, the JSON error shape
+//! `{"error":{"code","message"}}`, and extractors whose rejections use it.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::Error;
+
+impl Error {
+    /// HTTP status and stable code of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
+            Error::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Error::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Error::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    /// The JSON error body; 5xx details are logged here and not sent.
+    pub fn body(&self) -> serde_json::Value {
+        let (status, code) = self.status_and_code();
+        let message = if status.is_server_error() && !matches!(self, Error::ShuttingDown) {
+            tracing::error!(error = %self, "request failed");
+            "the server could not complete the request; nothing was acknowledged, retry later"
+                .to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut error = json!({ "code": code, "message": message });
+        if let Error::InvalidEvent { details, .. } = self {
+            error["details"] = json!(details);
+        }
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        (status, Json(self.body())).into_response()
+    }
+}
+
+/// A JSON body parsed with our error shape on failure. Accepts
+/// `application/json`, any `+json` type, or no content type.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let body = JsonBody::from_request(req, state).await?;
+        body.parse().map(ApiJson)
+    }
+}
+
+/// A request body checked to be JSON-typed, not yet parsed; `content_type`
+/// lets a handler tell e.g. CloudEvents from plain JSON.
+pub struct JsonBody {
+    pub content_type: Option<String>,
+    pub headers: axum::http::HeaderMap,
+    pub bytes: Bytes,
+}
+
+impl JsonBody {
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        parse_json(&self.bytes)
+    }
+}
+
+/// Parses JSON with a message that says where it went wrong.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "has the wrong shape",
+            serde_json::error::Category::Eof => "ends too early",
+            _ => "is not valid JSON",
+        };
+        Error::BadJson(format!("the request body {what}: {e}"))
+    })
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let is_json = content_type
+            .as_deref()
+            .is_none_or(|ct| ct == "application/json" || ct.ends_with("+json"));
+        let is_binary_ce = req.headers().contains_key("ce-specversion");
+        if !is_json && !is_binary_ce {
+            return Err(Error::UnsupportedMediaType(format!(
+                "content type {:?} is not accepted; send JSON with Content-Type: application/json",
+                content_type.unwrap_or_default()
+            )));
+        }
+        let headers = req.headers().clone();
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge {
+                    limit: state.limits.body_bytes,
+                }
+            } else {
+                Error::bad_request("unreadable_body", rejection.body_text())
+            }
+        })?;
+        Ok(JsonBody {
+            content_type,
+            headers,
+            bytes,
+        })
+    }
+}
+
+/// Query parameters parsed with our error shape on failure.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| Error::bad_request("invalid_query", e.body_text()))
+    }
+}

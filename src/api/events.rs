@@ -1,0 +1,266 @@
+//! Producer routes: publish one, publish a batch, validate, broadcast. Each is
+//! an adapter onto `Ingest::ingest`. CloudEvents 1.0 (structured JSON, batch
+//! JSON and binary HTTP mode) map onto the same input.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::JsonBody;
+use super::unix_now;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::event::{EventInput, Now, id_prefix};
+use crate::store::Outcome;
+
+const CE_JSON: &str = "application/cloudevents+json";
+const CE_BATCH: &str = "application/cloudevents-batch+json";
+
+fn outcome_json(o: &Outcome) -> Value {
+    let mut v = json!({ "id": o.seq.to_string(), "stream_id": o.stream, "timestamp": o.timestamp });
+    if o.duplicate {
+        v["duplicate"] = json!(true);
+    }
+    v
+}
+
+/// # `POST /api/v1/events`
+///
+/// Publishes one event (gateway JSON or a CloudEvent). 201 with
+/// `{id, stream_id, timestamp}`; 200 with `"duplicate": true` for a repeated key.
+pub async fn publish_event(State(state): State<AppState>, body: JsonBody) -> Result<Response> {
+    let input = single_input(&body)?;
+    let outcome = state.ingest.ingest(vec![input]).await?.remove(0);
+    let status = if outcome.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(outcome_json(&outcome))).into_response())
+}
+
+/// # `POST /api/v1/events/batch`
+///
+/// `{"events":[…]}` (or a CloudEvents JSON batch): all stored or none.
+pub async fn publish_batch(State(state): State<AppState>, body: JsonBody) -> Result<Response> {
+    let inputs = if body.content_type.as_deref() == Some(CE_BATCH) {
+        let items: Vec<Value> = body.parse()?;
+        items
+            .into_iter()
+            .map(cloud_event)
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        #[derive(Deserialize)]
+        struct Batch {
+            events: Vec<EventInput>,
+        }
+        body.parse::<Batch>()?.events
+    };
+    let outcomes = state.ingest.ingest(inputs).await?;
+    let stored = outcomes.iter().filter(|o| !o.duplicate).count();
+    let events: Vec<Value> = outcomes.iter().map(outcome_json).collect();
+    let status = if stored > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "accepted": events.len(), "stored": stored, "events": events })),
+    )
+        .into_response())
+}
+
+/// # `POST /api/v1/events/validate`
+///
+/// Dry run: the normalised event as it would be stored (without an id), or
+/// the same 400 publishing would give. Stores nothing.
+pub async fn validate_event(State(state): State<AppState>, body: JsonBody) -> Result<Json<Value>> {
+    let input = single_input(&body)?;
+    let event = state.ingest.prepare(input, Now::system())?;
+    let mut json = id_prefix(0).into_bytes();
+    json.extend_from_slice(&event.body);
+    let mut normalised: Value =
+        serde_json::from_slice(&json).map_err(|e| Error::Internal(e.to_string()))?;
+    normalised["id"] = Value::Null;
+    Ok(Json(
+        json!({ "valid": true, "event": normalised, "expires_at": event.expires_at }),
+    ))
+}
+
+/// # `POST /api/v1/events/broadcast`
+///
+/// The SSE seed's broadcast: to `stream_id`, or to every existing stream when
+/// it is empty or absent. Replies `{success, message, timestamp}`.
+pub async fn broadcast_event(State(state): State<AppState>, body: JsonBody) -> Result<Json<Value>> {
+    let input: EventInput = body.parse()?;
+    let (targets, message) = match input.stream_id.as_deref() {
+        Some(s) if !s.is_empty() => (
+            vec![s.to_owned()],
+            format!("Event broadcasted to stream: {s}"),
+        ),
+        _ => {
+            let mut all: Vec<String> = state
+                .store
+                .streams()
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|s| is_broadcast_target(s))
+                .collect();
+            if all.is_empty() {
+                all.push(crate::event::DEFAULT_STREAM.to_owned());
+            }
+            let message = format!("Event broadcasted to all streams ({})", all.len());
+            (all, message)
+        }
+    };
+    let inputs = targets
+        .into_iter()
+        .map(|s| EventInput {
+            stream_id: Some(s),
+            key: None,
+            ..input.clone()
+        })
+        .collect();
+    let outcomes = state.ingest.ingest(inputs).await?;
+    let ids: Vec<String> = outcomes.iter().map(|o| o.seq.to_string()).collect();
+    Ok(Json(
+        json!({ "success": true, "message": message, "timestamp": unix_now(), "ids": ids }),
+    ))
+}
+
+/// Streams a broadcast to "all" reaches: not the virtual per-user and admin
+/// streams, nor internal ones (`_jobs`).
+fn is_broadcast_target(stream: &str) -> bool {
+    !stream.starts_with('_') && !stream.starts_with("user:") && stream != "admin"
+}
+
+fn single_input(body: &JsonBody) -> Result<EventInput> {
+    if body.headers.contains_key("ce-specversion") {
+        return binary_cloud_event(body);
+    }
+    match body.content_type.as_deref() {
+        Some(CE_JSON) => cloud_event(body.parse()?),
+        Some(CE_BATCH) => Err(Error::UnsupportedMediaType(format!(
+            "{CE_BATCH} goes to /api/v1/events/batch"
+        ))),
+        _ => body.parse(),
+    }
+}
+
+/// Maps a structured-mode CloudEvent to our input. `(source, id)` is the
+/// idempotency key; extensions `streamid`, `userid`, `audience`, `message`
+/// and `ttl` map to our fields.
+fn cloud_event(v: Value) -> Result<EventInput> {
+    let Value::Object(mut m) = v else {
+        return Err(Error::BadJson("a CloudEvent must be a JSON object".into()));
+    };
+    let mut take = |name: &str| -> Result<Option<String>> {
+        match m.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ce_error(name, "must be a string")),
+        }
+    };
+    let spec = take("specversion")?;
+    if spec.as_deref() != Some("1.0") {
+        return Err(ce_error("specversion", "must be \"1.0\""));
+    }
+    let id = take("id")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ce_error("id", "is required"))?;
+    let source = take("source")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ce_error("source", "is required"))?;
+    let event_type = take("type")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ce_error("type", "is required"))?;
+    let subject = take("subject")?;
+    let stream_id = take("streamid")?;
+    let user_id = take("userid")?;
+    let audience = take("audience")?;
+    let message = take("message")?;
+    let data_base64 = take("data_base64")?;
+    let ttl = match m.remove("ttl") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(_) => None,
+    };
+    let data = match (m.remove("data"), data_base64) {
+        (Some(_), Some(_)) => {
+            return Err(ce_error("data", "and data_base64 must not both be present"));
+        }
+        (d, None) => d,
+        (None, Some(b64)) => Some(Value::String(b64)),
+    };
+    Ok(EventInput {
+        stream_id,
+        event_type: Some(event_type),
+        key: Some(format!("ce:{source}:{id}")),
+        source: Some(source),
+        subject,
+        message,
+        data,
+        user_id,
+        audience,
+        ttl,
+    })
+}
+
+/// Binary-mode CloudEvent: attributes in `ce-*` headers, the body is the data.
+fn binary_cloud_event(body: &JsonBody) -> Result<EventInput> {
+    let h = |name: &str| header_str(&body.headers, name);
+    let mut obj = serde_json::Map::new();
+    for attr in [
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "streamid",
+        "userid",
+        "audience",
+        "message",
+        "ttl",
+    ] {
+        if let Some(v) = h(&format!("ce-{attr}")) {
+            obj.insert(attr.to_owned(), Value::String(v));
+        }
+    }
+    if !body.bytes.is_empty() {
+        let data = if body
+            .content_type
+            .as_deref()
+            .is_none_or(|ct| ct == "application/json" || ct.ends_with("+json"))
+        {
+            super::error::parse_json(&body.bytes)?
+        } else {
+            Value::String(String::from_utf8(body.bytes.to_vec()).map_err(|_| {
+                Error::UnsupportedMediaType(
+                    "binary CloudEvent data must be JSON or UTF-8 text".into(),
+                )
+            })?)
+        };
+        obj.insert("data".into(), data);
+    }
+    cloud_event(Value::Object(obj))
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn ce_error(attribute: &str, what: &str) -> Error {
+    Error::invalid(vec![crate::error::FieldError::new(
+        attribute,
+        "invalid_cloudevent",
+        format!("CloudEvents attribute `{attribute}` {what}"),
+    )])
+}

@@ -1,0 +1,81 @@
+//! Health probes: liveness, readiness (503 while draining or when the store
+//! does not answer) and a detailed report.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::unix_now;
+use crate::app::{AppState, Transport};
+
+/// # `GET /health`
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok", "timestamp": unix_now() }))
+}
+
+/// # `GET /health/live`
+pub async fn live() -> Json<Value> {
+    Json(json!({ "status": "alive", "timestamp": unix_now() }))
+}
+
+/// # `GET /health/ready` (also `GET /ready`)
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (status, reason) = readiness(&state);
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({ "status": status, "reason": reason, "timestamp": unix_now() })),
+    )
+}
+
+fn readiness(state: &AppState) -> (&'static str, Option<&'static str>) {
+    if state.shutdown.is_cancelled() {
+        ("not_ready", Some("the server is shutting down"))
+    } else if !state.store.healthy() {
+        ("not_ready", Some("the store does not answer"))
+    } else {
+        ("ready", None)
+    }
+}
+
+/// # `GET /health/detailed`
+pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (status, reason) = readiness(&state);
+    let stats = state.store.stats();
+    let c = &state.connections;
+    let body = json!({
+        "status": if status == "ready" { "ok" } else { "degraded" },
+        "reason": reason,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "timestamp": unix_now(),
+        "components": {
+            "store": {
+                "status": if state.store.healthy() { "ok" } else { "down" },
+                "durability": format!("{:?}", state.store.durability()).to_lowercase(),
+                "events": stats.events,
+                "last_id": stats.last_seq.to_string(),
+                "disk_bytes": stats.disk_bytes,
+                "streams": stats.streams,
+                "schema_version": stats.schema_version,
+            },
+            "hub": { "status": "ok", "subscribers": state.hub.clients().values().sum::<usize>() },
+        },
+        "connections": {
+            "sse": c.get(Transport::Sse),
+            "websocket": c.get(Transport::WebSocket),
+            "long_poll": c.get(Transport::LongPoll),
+        },
+    });
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}

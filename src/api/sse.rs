@@ -1,0 +1,153 @@
+//! Server-Sent Events (WHATWG): `retry:` once, then `id:`/`data:` frames built
+//! once per event and shared by every subscriber, `event: gap` notices, and a
+//! `: keep-alive` comment every 15 s. `Last-Event-ID` wins over `?after=`.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::error::ApiQuery;
+use super::{parse_cursor, parse_stream_list, parse_type_list};
+use crate::app::{AppState, Transport};
+use crate::error::Result;
+use crate::event::parse_stream_name;
+use crate::subscribe::{Filter, Item, Start, Subscription, Viewer};
+
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Events taken from a subscription per wake-up.
+const SSE_BATCH: usize = 256;
+
+#[derive(Debug, Deserialize)]
+pub struct SseQuery {
+    streams: Option<String>,
+    types: Option<String>,
+    after: Option<String>,
+}
+
+/// # `GET /api/v1/events/stream/{stream_id}`
+///
+/// One stream as SSE, in the SSE seed's format.
+pub async fn stream_events(
+    State(state): State<AppState>,
+    Path(stream_id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<SseQuery>,
+) -> Result<Response> {
+    let stream = parse_stream_name("stream_id", &stream_id)
+        .map_err(|e| crate::error::Error::bad_request("invalid_stream", e.message))?;
+    let filter = Filter {
+        streams: Some(vec![stream]),
+        types: parse_type_list(q.types.as_deref()),
+        viewer: Viewer::default(),
+    };
+    open(state, filter, &headers, q.after.as_deref())
+}
+
+/// # `GET /api/v1/sse?streams=a,b&types=x,y&after=ID`
+///
+/// Several streams (or all) as one SSE connection, in seq order.
+pub async fn multi_stream_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<SseQuery>,
+) -> Result<Response> {
+    let filter = Filter {
+        streams: parse_stream_list(q.streams.as_deref())?,
+        types: parse_type_list(q.types.as_deref()),
+        viewer: Viewer::default(),
+    };
+    open(state, filter, &headers, q.after.as_deref())
+}
+
+/// # `OPTIONS` on the SSE routes: CORS preflight for cross-origin EventSource.
+pub async fn preflight() -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    cors(r.headers_mut());
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+fn cors(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Cache-Control, Last-Event-ID, Authorization"),
+    );
+}
+
+fn open(
+    state: AppState,
+    filter: Filter,
+    headers: &HeaderMap,
+    after: Option<&str>,
+) -> Result<Response> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").trim().to_owned());
+    let start = match (last_event_id.as_deref(), after) {
+        (Some(id), _) if !id.is_empty() => Start::After(parse_cursor("Last-Event-ID", id)?),
+        (_, Some(a)) if !a.is_empty() => Start::After(parse_cursor("after", a)?),
+        _ => Start::Now,
+    };
+    let sub = Subscription::open(&state.store, &state.hub, filter, start)?;
+    let guard = state.connections.open(Transport::Sse);
+    let shutdown = state.shutdown.clone();
+    let body = async_stream::stream! {
+        let _guard = guard;
+        let mut sub = sub;
+        yield Ok::<Bytes, std::convert::Infallible>(Bytes::from_static(b"retry: 3000\n\n"));
+        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        loop {
+            tokio::select! {
+                items = sub.next_batch(SSE_BATCH) => match items {
+                    Ok(items) => {
+                        for item in items {
+                            yield Ok(frame(&item));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "SSE stream ends");
+                        break;
+                    }
+                },
+                _ = keep_alive.tick() => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    };
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    cors(h);
+    Ok(response)
+}
+
+fn frame(item: &Item) -> Bytes {
+    match item {
+        Item::Event(e) => e.sse_frame(),
+        Item::Gap { from, to } => Bytes::from(format!(
+            "id: {to}\nevent: gap\ndata: {{\"from\":\"{from}\",\"to\":\"{to}\"}}\n\n"
+        )),
+    }
+}

@@ -1,0 +1,38 @@
+//! Stream information in the SSE seed's format.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::unix_now;
+use crate::app::AppState;
+
+/// # `GET /api/v1/events/streams`
+///
+/// `{"success":true,"data":{"<stream>":{"clients","active","generator":{"running","paused"}}},"timestamp"}`.
+/// Lists every stored stream and every stream someone is subscribed to.
+pub async fn list_streams(State(state): State<AppState>) -> Json<Value> {
+    let clients = state.hub.clients();
+    let mut data: BTreeMap<String, Value> = BTreeMap::new();
+    for (name, created) in state.store.streams() {
+        let n = clients.get(&name).copied().unwrap_or(0);
+        data.insert(name, stream_info(n, true, Some(created)));
+    }
+    for (name, n) in clients {
+        data.entry(name)
+            .or_insert_with(|| stream_info(n, false, None));
+    }
+    Json(json!({ "success": true, "data": data, "timestamp": unix_now() }))
+}
+
+fn stream_info(clients: usize, stored: bool, created: Option<i64>) -> Value {
+    json!({
+        "clients": clients,
+        "active": true,
+        "stored": stored,
+        "created": created,
+        "generator": { "running": false, "paused": false },
+    })
+}

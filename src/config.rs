@@ -1,0 +1,326 @@
+//! Typed configuration: defaults < TOML file < `TIDINGS_…` environment < flags.
+//!
+//! [`load`] builds one [`Config`]; [`Config::validate`] says what to fix.
+//! Each component receives its own section (`StorageConfig`, `Limits`), never
+//! the whole `Config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of a server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP listener binds (HTTP/1.1 and h2c).
+    pub listen: String,
+    /// Directory holding the sled database.
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub limits: Limits,
+    pub streams: StreamsConfig,
+    pub log: LogConfig,
+    /// Seconds a graceful shutdown may take before connections are dropped.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            storage: StorageConfig::default(),
+            limits: Limits::default(),
+            streams: StreamsConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// When an acknowledged event is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge after the group commit has been flushed (default).
+    Sync,
+    /// Acknowledge after the in-memory write; flush every `flush_interval_ms`.
+    Async,
+}
+
+/// The sled store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    pub durability: Durability,
+    /// sled page cache size in MiB (sled's own default is 1 GiB, too much for an edge box).
+    pub cache_mb: u64,
+    /// Flush period in `async` durability, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Most events one group commit writes into one segment.
+    pub max_group_events: usize,
+    /// Default time to live of an event, in seconds (7 days).
+    pub default_ttl_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            cache_mb: 128,
+            flush_interval_ms: 5,
+            max_group_events: 8192,
+            default_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Every bound the server enforces on its inputs and buffers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub body_bytes: usize,
+    /// Most events in one batch request.
+    pub batch_events: usize,
+    /// Largest single event (its stored JSON), in bytes.
+    pub event_bytes: usize,
+    /// Longest long poll, in seconds (`wait` is capped to it).
+    pub long_poll_max_wait_secs: u64,
+    /// Most events one poll answer carries.
+    pub poll_max_events: usize,
+    /// Commit groups buffered per hub channel before a slow reader falls back to the store.
+    pub hub_buffer: usize,
+    /// Largest WebSocket message a client may send, in bytes.
+    pub ws_message_bytes: usize,
+    /// Outgoing frames queued per WebSocket connection.
+    pub ws_send_queue: usize,
+    /// Pending write requests queued in front of the group-commit writer.
+    pub ingest_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 4 * 1024 * 1024,
+            batch_events: 1000,
+            event_bytes: 64 * 1024,
+            long_poll_max_wait_secs: 25,
+            poll_max_events: 1000,
+            hub_buffer: 1024,
+            ws_message_bytes: 64 * 1024,
+            ws_send_queue: 256,
+            ingest_queue: 4096,
+        }
+    }
+}
+
+/// Stream defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamsConfig {
+    /// Publishing to an unknown stream creates it.
+    pub auto_create: bool,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self { auto_create: true }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `tidings=debug,tower_http=info`.
+    pub level: String,
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A configuration that was read but cannot be used, with what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Environment variables starting with this prefix are configuration; `__`
+/// separates sections (`TIDINGS_STORAGE__DURABILITY=async`).
+pub const ENV_PREFIX: &str = "TIDINGS_";
+
+/// Variables with our prefix that are not configuration keys.
+const ENV_NOT_CONFIG: &[&str] = &["require_all", "config", "bin"];
+
+/// Builds the effective configuration and the list of keys it did not know.
+pub fn load(
+    file: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(ConfigError(format!(
+                "config file {} does not exist",
+                file.display()
+            )));
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(ENV_NOT_CONFIG));
+    if let Some(listen) = &overrides.listen {
+        figment = figment.merge(Serialized::default("listen", listen));
+    }
+    if let Some(dir) = &overrides.data_dir {
+        figment = figment.merge(Serialized::default("data_dir", dir));
+    }
+    // figment's errors name the key (`storage.durability`); serde_ignored finds unknown keys.
+    let config: Config = figment.extract().map_err(|e| ConfigError(describe(e)))?;
+    let value: figment::value::Value = figment.extract().map_err(|e| ConfigError(describe(e)))?;
+    let mut unknown = Vec::new();
+    let _: Result<Config, _> =
+        serde_ignored::deserialize(&value, |path| unknown.push(path.to_string()));
+    config.validate()?;
+    Ok((config, unknown))
+}
+
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Config {
+    /// Checks values serde cannot: addresses, ranges, relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let l = &self.limits;
+        let positive = [
+            ("limits.body_bytes", l.body_bytes),
+            ("limits.batch_events", l.batch_events),
+            ("limits.event_bytes", l.event_bytes),
+            ("limits.poll_max_events", l.poll_max_events),
+            ("limits.hub_buffer", l.hub_buffer),
+            ("limits.ws_message_bytes", l.ws_message_bytes),
+            ("limits.ws_send_queue", l.ws_send_queue),
+            ("limits.ingest_queue", l.ingest_queue),
+            ("storage.max_group_events", self.storage.max_group_events),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be at least 1")));
+            }
+        }
+        if l.event_bytes > l.body_bytes {
+            return Err(ConfigError(format!(
+                "limits.event_bytes ({}) must not exceed limits.body_bytes ({})",
+                l.event_bytes, l.body_bytes
+            )));
+        }
+        if l.long_poll_max_wait_secs > 3600 {
+            return Err(ConfigError(
+                "limits.long_poll_max_wait_secs must be at most 3600".into(),
+            ));
+        }
+        if self.storage.cache_mb == 0 {
+            return Err(ConfigError("storage.cache_mb must be at least 1".into()));
+        }
+        if self.storage.default_ttl_secs == 0 {
+            return Err(ConfigError(
+                "storage.default_ttl_secs must be at least 1".into(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError(format!(
+                "log.level {:?} is not a valid filter; use e.g. \"info\" or \"tidings=debug\"",
+                self.log.level
+            )));
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "listen {:?} is not an address like 127.0.0.1:8080",
+                self.listen
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nbogus = 1\n[limits]\nbatch_events = 7\n",
+        )
+        .unwrap();
+        let (c, unknown) = load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.limits.batch_events, 7);
+        assert_eq!(unknown, vec!["bogus".to_string()]);
+        let o = Overrides {
+            listen: Some("127.0.0.1:9001".into()),
+            data_dir: None,
+        };
+        let (c, _) = load(Some(&file), &o).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn bad_values_say_what_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        for (text, needle) in [
+            ("listen = \"nowhere\"", "listen"),
+            ("[storage]\ndurability = \"maybe\"", "durability"),
+            ("[limits]\nbatch_events = 0", "limits.batch_events"),
+            ("[limits]\nbody_bytes = \"big\"", "body_bytes"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = load(Some(&file), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text:?} gave {err}");
+        }
+    }
+}

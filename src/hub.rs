@@ -1,0 +1,139 @@
+//! In-process fan-out of committed events.
+//!
+//! The ingest pipeline publishes each group commit once, in seq order, as one
+//! [`Batch`] (an `Arc` of shared records: no per-subscriber copy). There is a
+//! *firehose* channel carrying every batch, for readers of several streams,
+//! and one channel per stream that has readers, carrying only that stream's
+//! events. Channels are tokio `broadcast` with capacity `limits.hub_buffer`
+//! batches: bounded, so a slow reader cannot hold memory; a reader that lags
+//! gets `RecvError::Lagged` and catches up from the store (see `subscribe.rs`),
+//! it is never dropped.
+//!
+//! Locking: `streams` is a std `RwLock` held for map lookups only, never across
+//! `.await`. `clients` counts subscriptions per stream for `/streams`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::broadcast;
+
+use crate::event::EventRecord;
+
+/// One group commit's events (or one stream's share of them), in seq order.
+pub type Batch = Arc<[Arc<EventRecord>]>;
+
+/// Cheap-clone handle to the fan-out.
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+struct Inner {
+    capacity: usize,
+    firehose: broadcast::Sender<Batch>,
+    streams: RwLock<HashMap<Box<str>, broadcast::Sender<Batch>>>,
+    clients: Mutex<HashMap<String, usize>>,
+}
+
+impl Hub {
+    /// `capacity`: batches buffered per channel before a reader lags.
+    pub fn new(capacity: usize) -> Self {
+        let (firehose, _) = broadcast::channel(capacity);
+        Hub(Arc::new(Inner {
+            capacity,
+            firehose,
+            streams: RwLock::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Receives every batch, or only `stream`'s events when given.
+    pub fn receiver(&self, stream: Option<&str>) -> broadcast::Receiver<Batch> {
+        let Some(stream) = stream else {
+            return self.0.firehose.subscribe();
+        };
+        if let Some(tx) = self.0.streams.read().expect("hub lock").get(stream) {
+            return tx.subscribe();
+        }
+        let mut streams = self.0.streams.write().expect("hub lock");
+        streams
+            .entry(stream.into())
+            .or_insert_with(|| broadcast::channel(self.0.capacity).0)
+            .subscribe()
+    }
+
+    /// Fans out one group commit. Called by the ingest pipeline only, in seq order.
+    pub fn publish(&self, records: &[Arc<EventRecord>]) {
+        if records.is_empty() {
+            return;
+        }
+        if self.0.firehose.receiver_count() > 0 {
+            let _ = self.0.firehose.send(records.into());
+        }
+        let mut idle = Vec::new();
+        {
+            let streams = self.0.streams.read().expect("hub lock");
+            if streams.is_empty() {
+                return;
+            }
+            let mut per_stream: HashMap<&str, Vec<Arc<EventRecord>>> = HashMap::new();
+            for r in records {
+                if streams.contains_key(&*r.stream) {
+                    per_stream.entry(&r.stream).or_default().push(r.clone());
+                }
+            }
+            for (stream, batch) in per_stream {
+                let tx = &streams[stream];
+                if tx.send(batch.into()).is_err() {
+                    idle.push(stream.to_owned());
+                }
+            }
+        }
+        if !idle.is_empty() {
+            let mut streams = self.0.streams.write().expect("hub lock");
+            for s in idle {
+                if streams
+                    .get(s.as_str())
+                    .is_some_and(|tx| tx.receiver_count() == 0)
+                {
+                    streams.remove(s.as_str());
+                }
+            }
+        }
+    }
+
+    /// Counts a reader of `streams` until the guard drops (for `/streams`).
+    pub fn track(&self, streams: &[String]) -> ClientGuard {
+        let mut clients = self.0.clients.lock().expect("hub lock");
+        for s in streams {
+            *clients.entry(s.clone()).or_default() += 1;
+        }
+        ClientGuard {
+            hub: self.clone(),
+            streams: streams.to_vec(),
+        }
+    }
+
+    /// Readers per stream right now.
+    pub fn clients(&self) -> HashMap<String, usize> {
+        self.0.clients.lock().expect("hub lock").clone()
+    }
+}
+
+/// Keeps a reader counted in [`Hub::clients`].
+pub struct ClientGuard {
+    hub: Hub,
+    streams: Vec<String>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        let mut clients = self.hub.0.clients.lock().expect("hub lock");
+        for s in &self.streams {
+            if let Some(n) = clients.get_mut(s) {
+                *n -= 1;
+                if *n == 0 {
+                    clients.remove(s);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! THE write path. Every door — HTTP, batch, broadcast, and later gRPC,
+//! generators and federation — calls [`Ingest::ingest`]:
+//!
+//! validate and normalise → (queue) → idempotency check → assign seq →
+//! store (one segment per group commit) → flush (sync durability) →
+//! make visible → publish to the hub → acknowledge.
+//!
+//! Validation runs on the caller's task, in parallel. Everything from the
+//! idempotency check on runs on one dedicated writer thread, which takes all
+//! requests that queued while the previous flush ran and commits them as one
+//! segment with one flush: the group commit. The queue in front of it is
+//! bounded (`limits.ingest_queue`), so producers feel back-pressure instead of
+//! growing memory.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Durability, Limits, StorageConfig, StreamsConfig};
+use crate::error::{Error, FieldError, Result};
+use crate::event::{EventInput, EventRules, NewEvent, Now};
+use crate::hub::Hub;
+use crate::store::{Outcome, Store, Writer};
+
+/// What ingest needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub rules: EventRules,
+    pub max_batch: usize,
+    pub queue: usize,
+    pub max_group_events: usize,
+    pub auto_create: bool,
+}
+
+impl IngestConfig {
+    pub fn new(storage: &StorageConfig, limits: &Limits, streams: &StreamsConfig) -> Self {
+        Self {
+            rules: EventRules {
+                max_event_bytes: limits.event_bytes,
+                default_ttl_secs: storage.default_ttl_secs,
+            },
+            max_batch: limits.batch_events,
+            queue: limits.ingest_queue,
+            max_group_events: storage.max_group_events,
+            auto_create: streams.auto_create,
+        }
+    }
+}
+
+/// Cheap-clone handle to the write path.
+#[derive(Clone)]
+pub struct Ingest(Arc<Inner>);
+
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    cfg: IngestConfig,
+    store: Store,
+}
+
+enum Msg {
+    Write(Vec<NewEvent>, oneshot::Sender<Result<Vec<Outcome>>>),
+    Stop,
+}
+
+/// Joins the writer thread at shutdown.
+pub struct WriterHandle(std::thread::JoinHandle<()>);
+
+impl WriterHandle {
+    /// Waits until the writer has committed and flushed everything queued.
+    pub async fn join(self) {
+        let _ = tokio::task::spawn_blocking(move || self.0.join()).await;
+    }
+}
+
+impl Ingest {
+    /// Starts the writer thread; it owns the store's single [`Writer`].
+    pub fn start(
+        store: Store,
+        hub: Hub,
+        cfg: IngestConfig,
+    ) -> std::io::Result<(Ingest, WriterHandle)> {
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let writer = store.writer();
+        let max_group = cfg.max_group_events;
+        let thread = std::thread::Builder::new()
+            .name("tidings-writer".into())
+            .spawn(move || write_loop(writer, rx, hub, max_group))?;
+        Ok((
+            Ingest(Arc::new(Inner { tx, cfg, store })),
+            WriterHandle(thread),
+        ))
+    }
+
+    /// Validates and normalises one event without storing it.
+    pub fn prepare(&self, input: EventInput, now: Now) -> Result<NewEvent> {
+        self.prepare_all(vec![input], now)
+            .map(|mut v| v.remove(0))
+            .map_err(|e| match e {
+                Error::InvalidEvent { details, .. } => Error::invalid(
+                    details
+                        .into_iter()
+                        .map(|d| FieldError { index: None, ..d })
+                        .collect(),
+                ),
+                other => other,
+            })
+    }
+
+    fn prepare_all(&self, inputs: Vec<EventInput>, now: Now) -> Result<Vec<NewEvent>> {
+        if inputs.len() > self.0.cfg.max_batch {
+            return Err(Error::bad_request(
+                "batch_too_large",
+                format!(
+                    "a batch may hold at most {} events; this one has {}",
+                    self.0.cfg.max_batch,
+                    inputs.len()
+                ),
+            ));
+        }
+        let mut events = Vec::with_capacity(inputs.len());
+        let mut errors = Vec::new();
+        for (index, input) in inputs.into_iter().enumerate() {
+            match input.normalize(self.0.cfg.rules, now) {
+                Ok(ev) if !self.0.cfg.auto_create && !self.0.store.stream_exists(&ev.stream) => {
+                    errors.push(FieldError {
+                        index: Some(index),
+                        ..FieldError::new(
+                            "stream_id",
+                            "unknown_stream",
+                            format!(
+                                "stream {:?} does not exist and streams.auto_create is off",
+                                ev.stream
+                            ),
+                        )
+                    })
+                }
+                Ok(ev) => events.push(ev),
+                Err(errs) => errors.extend(errs.into_iter().map(|e| FieldError {
+                    index: Some(index),
+                    ..e
+                })),
+            }
+        }
+        if errors.is_empty() {
+            Ok(events)
+        } else {
+            Err(Error::invalid(errors))
+        }
+    }
+
+    /// THE write path: validates every input, then stores all of them
+    /// atomically or none, and answers once they are durable.
+    pub async fn ingest(&self, inputs: Vec<EventInput>) -> Result<Vec<Outcome>> {
+        if inputs.is_empty() {
+            return Err(Error::bad_request("empty_batch", "the batch has no events"));
+        }
+        let events = self.prepare_all(inputs, Now::system())?;
+        self.submit(events).await
+    }
+
+    /// Stores already-normalised events (all or none).
+    pub async fn submit(&self, events: Vec<NewEvent>) -> Result<Vec<Outcome>> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .tx
+            .send(Msg::Write(events, reply))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        answer.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Asks the writer to finish what is queued, flush and stop.
+    pub async fn close(&self) {
+        let _ = self.0.tx.send(Msg::Stop).await;
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.0.cfg
+    }
+}
+
+/// The writer thread: group commit until stopped.
+fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Msg>, hub: Hub, max_group: usize) {
+    let sync = writer.store().durability() == Durability::Sync;
+    let mut stopping = false;
+    while !stopping {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut group = Vec::new();
+        let mut count = 0;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Write(events, reply) => {
+                    count += events.len();
+                    group.push((events, reply));
+                }
+                Msg::Stop => stopping = true,
+            }
+            if count < max_group && !stopping {
+                next = rx.try_recv().ok();
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        commit(&mut writer, &hub, group, sync);
+    }
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Write(_, reply) = msg {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+    }
+    if let Err(e) = writer.store().flush_blocking() {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    tracing::info!("writer stopped");
+}
+
+type Request = (Vec<NewEvent>, oneshot::Sender<Result<Vec<Outcome>>>);
+
+fn commit(writer: &mut Writer, hub: &Hub, group: Vec<Request>, sync: bool) {
+    let (events, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+    let result = writer.write_group(&events).and_then(|c| {
+        if sync {
+            writer.store().flush_blocking()?;
+        }
+        Ok(c)
+    });
+    match result {
+        Ok(committed) => {
+            writer.publish_visible();
+            hub.publish(&committed.records);
+            for (reply, outcome) in replies.into_iter().zip(committed.outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, events = events.iter().map(Vec::len).sum::<usize>(), "group commit failed");
+            for reply in replies {
+                let _ = reply.send(Err(Error::Store(e.to_string())));
+            }
+        }
+    }
+}

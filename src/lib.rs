@@ -1,0 +1,25 @@
+//! Tidings: a self-contained event server.
+//!
+//! Module map, in reading order:
+//! - [`config`]: typed configuration, layered defaults < file < env < flags.
+//! - [`error`]: the one error type.
+//! - [`event`]: the domain — events, validation, the shared record.
+//! - [`store`]: the sled database behind a narrow handle (segmented log, migrations).
+//! - [`hub`]: in-process fan-out of committed events.
+//! - [`ingest`]: THE write path (validate → idempotency → seq → store → hub).
+//! - [`subscribe`]: THE read path (`Subscription`: catch-up, then live).
+//! - [`api`]: HTTP routes, adapters onto the two paths.
+//! - [`app`]: state, listener, shutdown.
+//! - [`bench`]: the load generator behind `tidings bench`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod hub;
+pub mod ingest;
+pub mod store;
+pub mod subscribe;

@@ -1,0 +1,86 @@
+//! Tree names and key encoding: the only place that knows how keys look.
+//!
+//! | tree           | key                                  | value                              |
+//! |----------------|--------------------------------------|------------------------------------|
+//! | `log`          | first seq (u64 BE)                   | segment (see `segment.rs`)         |
+//! | `stream_index` | stream ‖ 0x00 ‖ segment first seq    | empty                              |
+//! | `keys`         | idempotency key                      | seq (u64 BE) ‖ timestamp (i64 BE) ‖ stream |
+//! | `streams`      | stream name                          | stream settings (JSON)             |
+//! | `meta`         | one of the `META_*` names            | see each name                      |
+
+pub const LOG: &str = "log";
+pub const STREAM_INDEX: &str = "stream_index";
+pub const KEYS: &str = "keys";
+pub const STREAMS: &str = "streams";
+pub const META: &str = "meta";
+
+/// u32 BE: the schema version the database was last migrated to.
+pub const META_SCHEMA_VERSION: &[u8] = b"schema_version";
+/// u64 BE: the highest sequence number ever assigned (never reused).
+pub const META_LAST_SEQ: &[u8] = b"last_seq";
+/// u64 BE: how many events the log holds.
+pub const META_EVENT_COUNT: &[u8] = b"event_count";
+/// u64 BE: the lowest sequence number retention has not deleted.
+pub const META_FIRST_SEQ: &[u8] = b"first_seq";
+
+pub fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+pub fn stream_index_key(stream: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(stream.len() + 9);
+    k.extend_from_slice(stream.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The first seq of a `stream_index` key of `stream`.
+pub fn stream_index_seq(stream: &str, key: &[u8]) -> Option<u64> {
+    key.strip_prefix(stream.as_bytes())?
+        .strip_prefix(&[0])?
+        .try_into()
+        .ok()
+        .map(u64::from_be_bytes)
+}
+
+/// Value of a `keys` entry: where the original event went.
+pub fn encode_key_value(seq: u64, timestamp: i64, stream: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + stream.len());
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&timestamp.to_be_bytes());
+    v.extend_from_slice(stream.as_bytes());
+    v
+}
+
+pub fn decode_key_value(v: &[u8]) -> Option<(u64, i64, String)> {
+    if v.len() < 16 {
+        return None;
+    }
+    let seq = u64::from_be_bytes(v[..8].try_into().ok()?);
+    let ts = i64::from_be_bytes(v[8..16].try_into().ok()?);
+    Some((seq, ts, String::from_utf8(v[16..].to_vec()).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_index_keys_sort_by_stream_then_seq_and_round_trip() {
+        let a = stream_index_key("a", 300);
+        let b = stream_index_key("a", 1000);
+        let c = stream_index_key("a.b", 1);
+        assert!(a < b && b < c);
+        assert_eq!(stream_index_seq("a", &b), Some(1000));
+        assert_eq!(stream_index_seq("a", &c), None);
+        assert_eq!(
+            decode_key_value(&encode_key_value(5, -3, "s")),
+            Some((5, -3, "s".into()))
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! The store: a narrow typed handle over the sled database. Nothing outside
+//! this module touches sled.
+//!
+//! The event log is segmented (see `segment.rs`): each group commit is one sled
+//! value keyed by its first seq. [`Writer`] is the single writer; readers call
+//! [`Store::read_after`], which never returns events above the *visible*
+//! watermark (events that are durable under the configured policy).
+//!
+//! Locking: `Inner::streams` is a std `RwLock` held only for map operations,
+//! never across `.await`. Counters are atomics.
+
+pub mod keys;
+mod migrate;
+pub mod segment;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+
+pub use migrate::CURRENT_VERSION;
+pub use writer::{Committed, Outcome, Writer};
+
+use crate::config::{Durability, StorageConfig};
+use crate::error::{Error, Result};
+use crate::event::EventRecord;
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+impl From<segment::Corrupt> for Error {
+    fn from(e: segment::Corrupt) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// Cheap-clone handle to the database.
+#[derive(Clone)]
+pub struct Store(Arc<Inner>);
+
+struct Inner {
+    db: sled::Db,
+    log: sled::Tree,
+    stream_index: sled::Tree,
+    keys: sled::Tree,
+    streams_tree: sled::Tree,
+    meta: sled::Tree,
+    durability: Durability,
+    /// Highest seq readers may see: durable (sync) or written (async).
+    visible: AtomicU64,
+    /// Lowest seq retention has not deleted.
+    first_seq: AtomicU64,
+    event_count: AtomicU64,
+    /// Known streams and their creation time (unix seconds).
+    streams: RwLock<BTreeMap<String, i64>>,
+    writer_taken: AtomicBool,
+}
+
+/// Figures for health and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreStats {
+    pub events: u64,
+    pub last_seq: u64,
+    pub first_seq: u64,
+    pub disk_bytes: u64,
+    pub streams: usize,
+    pub schema_version: u32,
+}
+
+/// What one read of the log found.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    /// Matching events in seq order.
+    pub events: Vec<Arc<EventRecord>>,
+    /// Events after the cursor that retention already deleted (inclusive range).
+    pub gap: Option<(u64, u64)>,
+    /// Every seq up to this one has been looked at.
+    pub scanned_to: u64,
+    /// The visible watermark this read stopped at.
+    pub head: u64,
+}
+
+/// How many segments one read may visit before it returns what it has.
+const SCAN_BUDGET: usize = 4096;
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir` and migrates it.
+    pub fn open(dir: &Path, cfg: &StorageConfig) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Store(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let flush_ms = match cfg.durability {
+            Durability::Async => cfg.flush_interval_ms.max(1),
+            // Group commits flush themselves; this only bounds other writes.
+            Durability::Sync => 500,
+        };
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(cfg.cache_mb * 1024 * 1024)
+            .flush_every_ms(Some(flush_ms))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    Error::Store(format!(
+                        "data directory {} is in use by another process",
+                        dir.display()
+                    ))
+                }
+                other => Error::Store(format!(
+                    "cannot open the database in {}: {other}",
+                    dir.display()
+                )),
+            })?;
+        let schema = migrate::migrate(&db)?;
+        let meta = db.open_tree(keys::META)?;
+        let read_u64 = |k: &[u8]| -> Result<u64> {
+            Ok(meta.get(k)?.and_then(|v| keys::decode_u64(&v)).unwrap_or(0))
+        };
+        let last_seq = read_u64(keys::META_LAST_SEQ)?;
+        let inner = Inner {
+            log: db.open_tree(keys::LOG)?,
+            stream_index: db.open_tree(keys::STREAM_INDEX)?,
+            keys: db.open_tree(keys::KEYS)?,
+            streams_tree: db.open_tree(keys::STREAMS)?,
+            visible: AtomicU64::new(last_seq),
+            first_seq: AtomicU64::new(read_u64(keys::META_FIRST_SEQ)?.max(1)),
+            event_count: AtomicU64::new(read_u64(keys::META_EVENT_COUNT)?),
+            streams: RwLock::new(BTreeMap::new()),
+            writer_taken: AtomicBool::new(false),
+            durability: cfg.durability,
+            meta,
+            db,
+        };
+        let store = Store(Arc::new(inner));
+        {
+            let mut streams = store.0.streams.write().expect("streams lock");
+            for item in store.0.streams_tree.iter() {
+                let (k, v) = item?;
+                let created = serde_json::from_slice::<serde_json::Value>(&v)
+                    .ok()
+                    .and_then(|v| v["created"].as_i64())
+                    .unwrap_or(0);
+                streams.insert(String::from_utf8_lossy(&k).into_owned(), created);
+            }
+        }
+        tracing::info!(dir = %dir.display(), last_seq, schema, "store opened");
+        Ok(store)
+    }
+
+    /// The single writer. Only the ingest pipeline holds it.
+    pub fn writer(&self) -> Writer {
+        assert!(
+            !self.0.writer_taken.swap(true, Ordering::SeqCst),
+            "the store has exactly one writer"
+        );
+        Writer::new(self.clone(), self.0.visible.load(Ordering::SeqCst))
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.0.durability
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.0.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Highest seq readers may see.
+    pub fn visible_seq(&self) -> u64 {
+        self.0.visible.load(Ordering::Acquire)
+    }
+
+    /// Called by the writer once events up to `seq` may be read.
+    fn set_visible(&self, seq: u64) {
+        self.0.visible.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    pub fn stream_exists(&self, name: &str) -> bool {
+        self.0
+            .streams
+            .read()
+            .expect("streams lock")
+            .contains_key(name)
+    }
+
+    /// Known streams with their creation time, by name.
+    pub fn streams(&self) -> Vec<(String, i64)> {
+        self.0
+            .streams
+            .read()
+            .expect("streams lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            events: self.0.event_count.load(Ordering::Relaxed),
+            last_seq: self.visible_seq(),
+            first_seq: self.0.first_seq.load(Ordering::Relaxed),
+            disk_bytes: self.0.db.size_on_disk().unwrap_or(0),
+            streams: self.0.streams.read().expect("streams lock").len(),
+            schema_version: CURRENT_VERSION,
+        }
+    }
+
+    /// True when the database answers reads.
+    pub fn healthy(&self) -> bool {
+        self.0.meta.get(keys::META_SCHEMA_VERSION).is_ok()
+    }
+
+    /// Reads up to `limit` events with seq > `after` and ≤ the visible
+    /// watermark, from `streams` (all when `None`), keeping those `accept`
+    /// takes and skipping expired ones. Blocking: call from a blocking context.
+    pub fn read_after(
+        &self,
+        after: u64,
+        streams: Option<&[String]>,
+        accept: &dyn Fn(&segment::Entry) -> bool,
+        limit: usize,
+        now_secs: u64,
+    ) -> Result<ReadResult> {
+        let visible = self.visible_seq();
+        let first = self.0.first_seq.load(Ordering::Acquire);
+        let mut out = ReadResult {
+            scanned_to: after,
+            head: visible,
+            ..Default::default()
+        };
+        let mut after = after;
+        if after + 1 < first {
+            out.gap = Some((after + 1, first - 1));
+            after = first - 1;
+            out.scanned_to = after;
+        }
+        if after >= visible || limit == 0 {
+            return Ok(out);
+        }
+        let segments = self.segments_after(after, streams)?;
+        let mut complete = true;
+        for (i, first_seq) in segments.enumerate() {
+            let first_seq = first_seq?;
+            if first_seq > visible {
+                break;
+            }
+            if i >= SCAN_BUDGET {
+                complete = false;
+                break;
+            }
+            let Some(value) = self.0.log.get(keys::seq_key(first_seq))? else {
+                continue;
+            };
+            let segment = Bytes::copy_from_slice(&value);
+            for entry in segment::entries(&segment) {
+                let entry = entry?;
+                if entry.seq <= after {
+                    continue;
+                }
+                if entry.seq > visible {
+                    break;
+                }
+                let wanted = streams.is_none_or(|s| s.iter().any(|s| s == entry.stream));
+                if wanted && entry.expires_at > now_secs && accept(&entry) {
+                    out.events.push(entry.to_record(&segment));
+                }
+                out.scanned_to = entry.seq;
+                if out.events.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if complete {
+            out.scanned_to = visible.max(out.scanned_to);
+        }
+        Ok(out)
+    }
+
+    /// First seqs of the segments that may hold events after `after`, in order.
+    fn segments_after<'a>(
+        &'a self,
+        after: u64,
+        streams: Option<&'a [String]>,
+    ) -> Result<Box<dyn Iterator<Item = Result<u64>> + 'a>> {
+        let from = after + 1;
+        let start_of = |tree: &sled::Tree, floor: &[u8], lower: Vec<u8>| -> Result<Vec<u8>> {
+            Ok(match tree.range(lower.as_slice()..=floor).next_back() {
+                Some(kv) => kv?.0.to_vec(),
+                None => lower,
+            })
+        };
+        match streams {
+            None => {
+                let start = start_of(&self.0.log, &keys::seq_key(from), vec![])?;
+                Ok(Box::new(self.0.log.range(start..).keys().map(|k| {
+                    let k = k?;
+                    keys::decode_u64(&k).ok_or_else(|| Error::Store("malformed log key".into()))
+                })))
+            }
+            Some(streams) => {
+                let mut iters = Vec::with_capacity(streams.len());
+                for stream in streams {
+                    let lower = keys::stream_index_key(stream, 0);
+                    let start = start_of(
+                        &self.0.stream_index,
+                        &keys::stream_index_key(stream, from),
+                        lower,
+                    )?;
+                    let upper = keys::stream_index_key(stream, u64::MAX);
+                    let s = stream.clone();
+                    let iter = self
+                        .0
+                        .stream_index
+                        .range(start..=upper)
+                        .keys()
+                        .map(move |k| {
+                            let k = k?;
+                            keys::stream_index_seq(&s, &k)
+                                .ok_or_else(|| Error::Store("malformed index key".into()))
+                        });
+                    iters.push(iter.peekable());
+                }
+                Ok(Box::new(MergeSeqs { iters, last: None }))
+            }
+        }
+    }
+}
+
+/// Merges several ascending seq iterators into one, without duplicates.
+struct MergeSeqs<I: Iterator<Item = Result<u64>>> {
+    iters: Vec<std::iter::Peekable<I>>,
+    last: Option<u64>,
+}
+
+impl<I: Iterator<Item = Result<u64>>> Iterator for MergeSeqs<I> {
+    type Item = Result<u64>;
+
+    fn next(&mut self) -> Option<Result<u64>> {
+        loop {
+            let mut best: Option<(usize, u64)> = None;
+            for (i, it) in self.iters.iter_mut().enumerate() {
+                match it.peek() {
+                    Some(Ok(seq)) if best.is_none_or(|(_, b)| *seq < b) => best = Some((i, *seq)),
+                    Some(Err(_)) => return it.next(),
+                    _ => {}
+                }
+            }
+            let (i, seq) = best?;
+            self.iters[i].next();
+            if self.last != Some(seq) {
+                self.last = Some(seq);
+                return Some(Ok(seq));
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Makes everything written so far durable, from a blocking thread.
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.0.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! The single writer: idempotency check, seq assignment and one atomic sled
+//! transaction per group commit.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::segment::{EntryFields, SegmentBuilder};
+use super::{Store, keys};
+use crate::error::{Error, Result};
+use crate::event::{EventRecord, NewEvent, id_prefix};
+
+/// What happened to one submitted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub seq: u64,
+    pub stream: String,
+    pub timestamp: i64,
+    /// The key was seen before; `seq` is the original event's.
+    pub duplicate: bool,
+}
+
+/// The one writer of the event log (see [`Store::writer`]).
+pub struct Writer {
+    store: Store,
+    last_seq: u64,
+}
+
+/// A group commit's result: outcomes per request, and the new records in seq order.
+pub struct Committed {
+    pub outcomes: Vec<Vec<Outcome>>,
+    pub records: Vec<Arc<EventRecord>>,
+}
+
+impl Writer {
+    pub(super) fn new(store: Store, last_seq: u64) -> Self {
+        Self { store, last_seq }
+    }
+
+    /// Writes every request of a group as one segment, atomically. A request's
+    /// events are all stored or none are; a repeated key stores nothing and
+    /// reports the original. Does not flush and does not make events visible.
+    pub fn write_group(&mut self, requests: &[Vec<NewEvent>]) -> Result<Committed> {
+        let inner = &self.store.0;
+        let mut seen: HashMap<&str, Outcome> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut fresh: Vec<(&NewEvent, u64)> = Vec::new();
+        let mut next = self.last_seq;
+        for request in requests {
+            let mut out = Vec::with_capacity(request.len());
+            for ev in request {
+                if let Some(key) = ev.key.as_deref() {
+                    if let Some(prev) = seen.get(key) {
+                        out.push(Outcome {
+                            duplicate: true,
+                            ..prev.clone()
+                        });
+                        continue;
+                    }
+                    if let Some(v) = inner.keys.get(key.as_bytes())? {
+                        let (seq, timestamp, stream) = keys::decode_key_value(&v)
+                            .ok_or_else(|| Error::Store("malformed idempotency entry".into()))?;
+                        let o = Outcome {
+                            seq,
+                            stream,
+                            timestamp,
+                            duplicate: true,
+                        };
+                        seen.insert(
+                            key,
+                            Outcome {
+                                duplicate: false,
+                                ..o.clone()
+                            },
+                        );
+                        out.push(o);
+                        continue;
+                    }
+                }
+                next += 1;
+                let o = Outcome {
+                    seq: next,
+                    stream: ev.stream.clone(),
+                    timestamp: ev.timestamp,
+                    duplicate: false,
+                };
+                if let Some(key) = ev.key.as_deref() {
+                    seen.insert(key, o.clone());
+                }
+                fresh.push((ev, next));
+                out.push(o);
+            }
+            outcomes.push(out);
+        }
+        if fresh.is_empty() {
+            return Ok(Committed {
+                outcomes,
+                records: Vec::new(),
+            });
+        }
+        let bytes: usize = fresh.iter().map(|(e, _)| e.body.len() + 96).sum();
+        let mut builder = SegmentBuilder::new(bytes);
+        let mut streams = BTreeSet::new();
+        for (ev, seq) in &fresh {
+            let prefix = id_prefix(*seq);
+            builder.push(&EntryFields {
+                seq: *seq,
+                expires_at: ev.expires_at,
+                timestamp: ev.timestamp,
+                audience: ev.audience,
+                stream: &ev.stream,
+                event_type: &ev.event_type,
+                user_id: ev.user_id.as_deref(),
+                data_span: (ev.data_span.0 + prefix.len() as u32, ev.data_span.1),
+                json: &[prefix.as_bytes(), &ev.body],
+            });
+            streams.insert(ev.stream.as_str());
+        }
+        let first = fresh[0].1;
+        let segment = builder.finish();
+        let new_streams: Vec<&str> = streams
+            .iter()
+            .copied()
+            .filter(|s| !self.store.stream_exists(s))
+            .collect();
+        let now = fresh[0].0.timestamp;
+        let count = inner.event_count.load(Ordering::Relaxed) + fresh.len() as u64;
+        (
+            &inner.log,
+            &inner.stream_index,
+            &inner.keys,
+            &inner.streams_tree,
+            &inner.meta,
+        )
+            .transaction(|(log, index, keys_t, streams_t, meta)| {
+                log.insert(&keys::seq_key(first), segment.as_ref())?;
+                for s in &streams {
+                    index.insert(keys::stream_index_key(s, first), &[])?;
+                }
+                for (ev, seq) in &fresh {
+                    if let Some(key) = ev.key.as_deref() {
+                        keys_t.insert(
+                            key.as_bytes(),
+                            keys::encode_key_value(*seq, ev.timestamp, &ev.stream),
+                        )?;
+                    }
+                }
+                for s in &new_streams {
+                    streams_t.insert(s.as_bytes(), format!("{{\"created\":{now}}}").as_bytes())?;
+                }
+                meta.insert(keys::META_LAST_SEQ, &next.to_be_bytes())?;
+                meta.insert(keys::META_EVENT_COUNT, &count.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| Error::Store(format!("group commit failed: {e:?}")))?;
+        self.last_seq = next;
+        inner.event_count.store(count, Ordering::Relaxed);
+        if !new_streams.is_empty() {
+            let mut known = inner.streams.write().expect("streams lock");
+            for s in new_streams {
+                known.insert(s.to_owned(), now);
+            }
+        }
+        let records = super::segment::entries(&segment)
+            .map(|e| e.map(|e| e.to_record(&segment)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Committed { outcomes, records })
+    }
+
+    /// Lets readers see everything written so far.
+    pub fn publish_visible(&self) {
+        self.store.set_visible(self.last_seq);
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
