@@ -277,7 +277,10 @@ fn check_short(field: &str, value: Option<&String>, errors: &mut Vec<FieldError>
         errors.push(FieldError::new(
             field,
             "field_too_long",
-            format!("`{field}` is {} bytes; the limit is {MAX_SHORT_FIELD}", v.len()),
+            format!(
+                "`{field}` is {} bytes; the limit is {MAX_SHORT_FIELD}",
+                v.len()
+            ),
         ));
     }
 }

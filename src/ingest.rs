@@ -158,6 +158,15 @@ impl Ingest {
         self.submit(events).await
     }
 
+    /// The write path for one event: errors carry no batch index.
+    pub async fn ingest_one(&self, input: EventInput) -> Result<Outcome> {
+        let event = self.prepare(input, Now::system())?;
+        let mut outcomes = self.submit(vec![event]).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| Error::Internal("the writer answered no outcome".into()))
+    }
+
     /// Stores already-normalised events (all or none).
     pub async fn submit(&self, events: Vec<NewEvent>) -> Result<Vec<Outcome>> {
         let (reply, answer) = oneshot::channel();

@@ -21,26 +21,48 @@ async fn load(base: String, writers: usize, round: usize, acked: Acked) {
     for w in 0..writers {
         let (base, acked) = (base.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
             for n in 0.. {
                 let marker = |i: usize| format!("r{round}-w{w}-n{n}-{i}");
-                let sent: Vec<String> = if n % 5 == 4 { (0..10).map(marker).collect() } else { vec![marker(0)] };
-                let events: Vec<Value> =
-                    sent.iter().map(|m| json!({"type":"crash.test","stream_id":"crash","data":{"m":m}})).collect();
-                let request = if sent.len() == 1 {
-                    client.post(format!("{base}/api/v1/events")).json(&events[0])
+                let sent: Vec<String> = if n % 5 == 4 {
+                    (0..10).map(marker).collect()
                 } else {
-                    client.post(format!("{base}/api/v1/events/batch")).json(&json!({"events": events}))
+                    vec![marker(0)]
                 };
-                let Ok(response) = request.send().await else { return };
+                let events: Vec<Value> = sent
+                    .iter()
+                    .map(|m| json!({"type":"crash.test","stream_id":"crash","data":{"m":m}}))
+                    .collect();
+                let request = if sent.len() == 1 {
+                    client
+                        .post(format!("{base}/api/v1/events"))
+                        .json(&events[0])
+                } else {
+                    client
+                        .post(format!("{base}/api/v1/events/batch"))
+                        .json(&json!({"events": events}))
+                };
+                let Ok(response) = request.send().await else {
+                    return;
+                };
                 if response.status().as_u16() != 201 {
                     return;
                 }
-                let Ok(body) = response.json::<Value>().await else { return };
+                let Ok(body) = response.json::<Value>().await else {
+                    return;
+                };
                 let ids: Vec<u64> = if sent.len() == 1 {
                     vec![body["id"].as_str().unwrap().parse().unwrap()]
                 } else {
-                    body["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect()
+                    body["events"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+                        .collect()
                 };
                 let mut acked = acked.lock().unwrap();
                 for (id, m) in ids.into_iter().zip(sent) {
@@ -68,7 +90,11 @@ async fn read_all(base: &str) -> BTreeMap<u64, String> {
         }
         for e in events {
             let id: u64 = e["id"].as_str().unwrap().parse().unwrap();
-            assert!(out.insert(id, e["data"]["m"].as_str().unwrap().to_owned()).is_none(), "id {id} read twice");
+            assert!(
+                out.insert(id, e["data"]["m"].as_str().unwrap().to_owned())
+                    .is_none(),
+                "id {id} read twice"
+            );
         }
         cursor = body["cursor"].as_str().unwrap().to_owned();
     }
@@ -82,22 +108,39 @@ async fn acknowledged_events_survive_sigkill_at_several_points() {
         let server = ServerProcess::spawn(dir.path(), &[], &[]);
         let before = acked.lock().unwrap().len();
         let loader = tokio::spawn(load(server.base.clone(), 8, round, acked.clone()));
-        common::wait_until("enough acknowledged events", Duration::from_secs(60), || {
-            let n = acked.lock().unwrap().len();
-            async move { n >= before + kill_after }
-        })
+        common::wait_until(
+            "enough acknowledged events",
+            Duration::from_secs(60),
+            || {
+                let n = acked.lock().unwrap().len();
+                async move { n >= before + kill_after }
+            },
+        )
         .await;
         server.kill();
-        common::within("publishers notice the crash", Duration::from_secs(30), loader).await.unwrap();
+        common::within(
+            "publishers notice the crash",
+            Duration::from_secs(30),
+            loader,
+        )
+        .await
+        .unwrap();
 
         let server = ServerProcess::spawn(dir.path(), &[], &[]);
         let stored = read_all(&server.base).await;
         let acked_now = acked.lock().unwrap().clone();
-        let missing: Vec<_> = acked_now.iter().filter(|(id, m)| stored.get(id) != Some(m)).take(5).collect();
+        let missing: Vec<_> = acked_now
+            .iter()
+            .filter(|(id, m)| stored.get(id) != Some(m))
+            .take(5)
+            .collect();
         assert!(
             missing.is_empty(),
             "round {round}: {} of {} acknowledged events lost or changed after SIGKILL, e.g. {missing:?}",
-            acked_now.iter().filter(|(id, m)| stored.get(id) != Some(m)).count(),
+            acked_now
+                .iter()
+                .filter(|(id, m)| stored.get(id) != Some(m))
+                .count(),
             acked_now.len()
         );
         // A new event gets an id above everything ever acknowledged.
@@ -113,7 +156,10 @@ async fn acknowledged_events_survive_sigkill_at_several_points() {
             .unwrap();
         let new_id: u64 = r["id"].as_str().unwrap().parse().unwrap();
         let max_acked = *acked_now.keys().next_back().unwrap();
-        assert!(new_id > max_acked, "new id {new_id} must exceed every acknowledged id ({max_acked})");
+        assert!(
+            new_id > max_acked,
+            "new id {new_id} must exceed every acknowledged id ({max_acked})"
+        );
         server.kill();
     }
 }

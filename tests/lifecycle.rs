@@ -15,7 +15,10 @@ use serde_json::Value;
 fn version_flag_prints_the_version() {
     let out = Command::new(binary()).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("tidings {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tidings {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -25,21 +28,38 @@ fn invalid_configuration_exits_non_zero_saying_what_to_fix() {
     let check = |toml: &str, env: &[(&str, &str)], needle: &str| {
         std::fs::write(&file, toml).unwrap();
         let mut cmd = Command::new(binary());
-        cmd.args(["serve", "--config"]).arg(&file).arg("--data-dir").arg(dir.path().join("data"));
+        cmd.args(["serve", "--config"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"));
         for (k, v) in env {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{toml:?} {env:?} should be refused; stderr: {stderr}");
-        assert!(stderr.to_lowercase().contains(&needle.to_lowercase()), "{toml:?} {env:?}: stderr should mention {needle:?}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{toml:?} {env:?} should be refused; stderr: {stderr}"
+        );
+        assert!(
+            stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "{toml:?} {env:?}: stderr should mention {needle:?}: {stderr}"
+        );
     };
     check("listen = \"not an address\"", &[], "listen");
     check("[storage]\ndurability = \"sometimes\"", &[], "durability");
     check("[limits]\nhub_buffer = 0", &[], "limits.hub_buffer");
     check("this is not toml", &[], "invalid configuration");
-    check("", &[("TIDINGS_LIMITS__BATCH_EVENTS", "many")], "batch_events");
-    let out = Command::new(binary()).args(["serve", "--config", "/nonexistent/tidings.toml"]).output().unwrap();
+    check(
+        "",
+        &[("TIDINGS_LIMITS__BATCH_EVENTS", "many")],
+        "batch_events",
+    );
+    let out = Command::new(binary())
+        .args(["serve", "--config", "/nonexistent/tidings.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
@@ -70,8 +90,14 @@ fn unknown_keys_warn_and_zero_config_uses_dot_data() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(warned.iter().any(|l| l.contains("surprise")), "{warned:?}");
-    assert!(warned.iter().any(|l| l.contains("limits.batch_size")), "{warned:?}");
-    assert!(cwd.path().join("data").is_dir(), "the default data dir is ./data");
+    assert!(
+        warned.iter().any(|l| l.contains("limits.batch_size")),
+        "{warned:?}"
+    );
+    assert!(
+        cwd.path().join("data").is_dir(),
+        "the default data dir is ./data"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,31 +106,61 @@ async fn sigterm_drains_clients_and_exits_zero() {
     let server = ServerProcess::spawn(dir.path(), &[], &[]);
     let client = reqwest::Client::new();
     // A long poll, an SSE stream and a WebSocket are open when SIGTERM arrives.
-    let poll = tokio::spawn(client.get(server.url("/api/v1/events?after=0&wait=25")).send());
-    let sse = client.get(server.url("/api/v1/events/stream/default")).send().await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await.unwrap();
-    common::wait_until("all three clients are connected", Duration::from_secs(10), || {
-        let client = client.clone();
-        let url = server.url("/health/detailed");
-        async move {
-            let Ok(r) = client.get(url).send().await else { return false };
-            let v: Value = r.json().await.unwrap_or_default();
-            let c = &v["connections"];
-            c["long_poll"] == 1 && c["sse"] == 1 && c["websocket"] == 1
-        }
-    })
+    let poll = tokio::spawn(
+        client
+            .get(server.url("/api/v1/events?after=0&wait=25"))
+            .send(),
+    );
+    let sse = client
+        .get(server.url("/api/v1/events/stream/default"))
+        .send()
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
+        .await
+        .unwrap();
+    common::wait_until(
+        "all three clients are connected",
+        Duration::from_secs(10),
+        || {
+            let client = client.clone();
+            let url = server.url("/health/detailed");
+            async move {
+                let Ok(r) = client.get(url).send().await else {
+                    return false;
+                };
+                let v: Value = r.json().await.unwrap_or_default();
+                let c = &v["connections"];
+                c["long_poll"] == 1 && c["sse"] == 1 && c["websocket"] == 1
+            }
+        },
+    )
     .await;
 
-    let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(15))).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(15)))
+        .await
+        .unwrap();
     assert!(status.success(), "exit status {status:?}");
 
-    let answer = common::within("long poll answered", Duration::from_secs(5), poll).await.unwrap().unwrap();
+    let answer = common::within("long poll answered", Duration::from_secs(5), poll)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(answer.status(), 200);
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body, serde_json::json!({"events": [], "cursor": "0"}));
 
-    let rest: Vec<_> = common::within("SSE stream ends", Duration::from_secs(5), sse.bytes_stream().collect::<Vec<_>>()).await;
-    let text: String = rest.into_iter().filter_map(Result::ok).map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
+    let rest: Vec<_> = common::within(
+        "SSE stream ends",
+        Duration::from_secs(5),
+        sse.bytes_stream().collect::<Vec<_>>(),
+    )
+    .await;
+    let text: String = rest
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
     assert!(text.starts_with("retry: 3000\n\n"), "{text:?}");
 
     let close = common::within("WebSocket closed", Duration::from_secs(5), async {

@@ -33,7 +33,7 @@ fn outcome_json(o: &Outcome) -> Value {
 /// `{id, stream_id, timestamp}`; 200 with `"duplicate": true` for a repeated key.
 pub async fn publish_event(State(state): State<AppState>, body: JsonBody) -> Result<Response> {
     let input = single_input(&body)?;
-    let outcome = state.ingest.ingest(vec![input]).await?.remove(0);
+    let outcome = state.ingest.ingest_one(input).await?;
     let status = if outcome.duplicate {
         StatusCode::OK
     } else {
@@ -117,6 +117,13 @@ pub async fn broadcast_event(State(state): State<AppState>, body: JsonBody) -> R
             (all, message)
         }
     };
+    // Validate once, as a single event, before fanning out.
+    let first = EventInput {
+        stream_id: targets.first().cloned(),
+        key: None,
+        ..input.clone()
+    };
+    state.ingest.prepare(first, Now::system())?;
     let inputs = targets
         .into_iter()
         .map(|s| EventInput {

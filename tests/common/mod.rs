@@ -2,6 +2,8 @@
 //! helpers to wait for conditions with deadlines (never fixed sleeps).
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,11 +40,16 @@ impl TestServer {
 
     /// Starts on an existing data dir (for restart tests); the caller owns the dir.
     pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
+        let mut config = Config {
+            data_dir: data_dir.clone(),
+            ..Config::default()
+        };
         config.listen = "127.0.0.1:0".into();
         config.shutdown_grace_secs = 5;
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(tidings::app::run(config, listener, async move {
@@ -61,7 +68,13 @@ impl TestServer {
         wait_until("server ready", Duration::from_secs(10), || {
             let client = client.clone();
             let url = url.clone();
-            async move { client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
         })
         .await;
         server
@@ -80,11 +93,16 @@ impl TestServer {
     pub async fn stop_within(mut self, within: Duration) -> anyhow::Result<()> {
         let _ = self.stop.take().expect("running").send(());
         let task = self.task.take().expect("running");
-        tokio::time::timeout(within, task).await.expect("server did not stop in time").expect("server task panicked")
+        tokio::time::timeout(within, task)
+            .await
+            .expect("server did not stop in time")
+            .expect("server task panicked")
     }
 
     pub async fn stop(self) {
-        self.stop_within(Duration::from_secs(15)).await.expect("clean shutdown");
+        self.stop_within(Duration::from_secs(15))
+            .await
+            .expect("clean shutdown");
     }
 }
 
@@ -116,11 +134,17 @@ where
 
 /// Awaits `fut` or panics with `what` after `deadline`.
 pub async fn within<T>(what: &str, deadline: Duration, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(deadline, fut).await.unwrap_or_else(|_| panic!("timed out after {deadline:?}: {what}"))
+    tokio::time::timeout(deadline, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {deadline:?}: {what}"))
 }
 
 /// POSTs JSON and returns (status, body as JSON).
-pub async fn post_json(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let r = client.post(url).json(body).send().await.expect("request");
     let status = r.status().as_u16();
     let body = r.json().await.unwrap_or(serde_json::Value::Null);
@@ -139,5 +163,10 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::
 pub fn assert_error(status: u16, body: &serde_json::Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "status; body: {body}");
     assert_eq!(body["error"]["code"], want_code, "code; body: {body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message; body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "message; body: {body}"
+    );
 }

@@ -27,8 +27,12 @@ impl ServerProcess {
     /// waits for its "listening" log line to learn the port.
     pub fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut cmd = Command::new(binary());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(extra);
-        cmd.env("TIDINGS_LOG__LEVEL", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra);
+        cmd.env("TIDINGS_LOG__LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -44,15 +48,29 @@ impl ServerProcess {
         });
         let mut seen = Vec::new();
         let addr = loop {
-            let line = log.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-                panic!("tidings did not report its address; it printed:\n{}", seen.join("\n"))
-            });
-            if let Some(addr) = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()) {
+            let line = log
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "tidings did not report its address; it printed:\n{}",
+                        seen.join("\n")
+                    )
+                });
+            if let Some(addr) = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+            {
                 break addr.parse().expect("address in log line");
             }
             seen.push(line);
         };
-        ServerProcess { child, addr, base: format!("http://{addr}"), log }
+        ServerProcess {
+            child,
+            addr,
+            base: format!("http://{addr}"),
+            log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -68,7 +86,10 @@ impl ServerProcess {
     /// SIGTERM, then the exit status (within `deadline`).
     pub fn terminate(mut self, deadline: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
         assert!(ok.success(), "kill -TERM failed");
         let end = std::time::Instant::now() + deadline;
         loop {
