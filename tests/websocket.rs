@@ -1,0 +1,504 @@
+//! WebSocket `/ws` against a real server with a real client (tokio-tungstenite): the `{type, payload}` protocol, rooms, replay, errors, close codes, fan-out and the lag fallback to the store.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{TestServer, post_json, within};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// Deadline for any single thing we wait for.
+const WAIT: Duration = Duration::from_secs(5);
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One acknowledged event: what was sent and what the server answered.
+#[derive(Debug, Clone)]
+struct Published {
+    id: String,
+    stream: String,
+    ty: String,
+    data: Value,
+    timestamp: i64,
+}
+
+impl Published {
+    /// The frame a room member must receive for this event, exactly.
+    fn frame(&self) -> Value {
+        json!({ "type": self.ty, "payload": self.data, "id": self.id, "stream_id": self.stream, "timestamp": self.timestamp })
+    }
+}
+
+/// A producer's view of the server.
+#[derive(Clone)]
+struct Api {
+    c: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(server: &TestServer) -> Self {
+        Self {
+            c: reqwest::Client::new(),
+            base: server.base.clone(),
+        }
+    }
+
+    async fn publish(&self, stream: &str, ty: &str, data: Value) -> Published {
+        let body = json!({ "stream_id": stream, "type": ty, "data": data });
+        let (status, ack) =
+            post_json(&self.c, &format!("{}/api/v1/events", self.base), &body).await;
+        assert_eq!(status, 201, "publish {body}: {ack}");
+        published(stream, ty, data, &ack)
+    }
+
+    async fn publish_batch(&self, stream: &str, ty: &str, data: Vec<Value>) -> Vec<Published> {
+        let events: Vec<Value> = data
+            .iter()
+            .map(|d| json!({ "stream_id": stream, "type": ty, "data": d }))
+            .collect();
+        let url = format!("{}/api/v1/events/batch", self.base);
+        let (status, ack) = post_json(&self.c, &url, &json!({ "events": events })).await;
+        assert_eq!(status, 201, "batch: {ack}");
+        let acks = ack["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("batch ack: {ack}"));
+        assert_eq!(acks.len(), data.len(), "batch ack: {ack}");
+        data.into_iter()
+            .zip(acks)
+            .map(|(d, a)| published(stream, ty, d, a))
+            .collect()
+    }
+}
+
+fn published(stream: &str, ty: &str, data: Value, ack: &Value) -> Published {
+    let id = ack["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("ack without a string id: {ack}"))
+        .to_owned();
+    assert_digits(&id);
+    let timestamp = ack["timestamp"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("ack timestamp: {ack}"));
+    Published {
+        id,
+        stream: stream.to_owned(),
+        ty: ty.to_owned(),
+        data,
+        timestamp,
+    }
+}
+
+fn assert_digits(id: &str) {
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+        "id {id:?} is not a string of digits"
+    );
+}
+
+/// Connects and checks the greeting.
+async fn connect(server: &TestServer) -> Ws {
+    let (mut ws, resp) = within(
+        "WebSocket handshake",
+        WAIT,
+        connect_async(server.ws_url("/ws")),
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    let hello = expect(&mut ws, "system:connected").await;
+    assert!(hello["payload"].is_object(), "greeting payload: {hello}");
+    ws
+}
+
+async fn send(ws: &mut Ws, msg: &Value) {
+    within("send", WAIT, ws.send(Message::text(msg.to_string())))
+        .await
+        .expect("send");
+}
+
+/// The next server message as JSON; protocol pings and pongs are skipped.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let msg = within("next WebSocket message", WAIT, ws.next())
+            .await
+            .expect("connection ended")
+            .expect("read");
+        match msg {
+            Message::Text(t) => {
+                return serde_json::from_str(t.as_str())
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {t}"));
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// The next message, which must have type `ty`.
+async fn expect(ws: &mut Ws, ty: &str) -> Value {
+    let msg = recv(ws).await;
+    assert_eq!(msg["type"], ty, "message: {msg}");
+    msg
+}
+
+/// Joins `room` (optionally after a cursor); returns the cursor `room:joined` reports.
+async fn join(ws: &mut Ws, room: &str, after: Option<Value>) -> String {
+    let mut payload = json!({ "room": room });
+    if let Some(after) = after {
+        payload["after"] = after;
+    }
+    send(ws, &json!({ "type": "room:join", "payload": payload })).await;
+    let joined = expect(ws, "room:joined").await;
+    assert_eq!(joined["payload"]["room"], room, "{joined}");
+    let cursor = joined["payload"]["cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("cursor is a string: {joined}"));
+    assert_digits(cursor);
+    cursor.to_owned()
+}
+
+async fn ping_pong(ws: &mut Ws) {
+    send(ws, &json!({ "type": "system:ping" })).await;
+    let pong = expect(ws, "system:pong").await;
+    assert!(pong.get("payload").is_some(), "pong has a payload: {pong}");
+}
+
+/// Reads `n` event frames.
+async fn events(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(recv(ws).await);
+    }
+    out
+}
+
+/// Asserts the frames are exactly `want`'s, in order: ids first for a readable failure.
+fn assert_frames(got: &[Value], want: &[Published]) {
+    let got_ids: Vec<&str> = got
+        .iter()
+        .map(|f| f["id"].as_str().unwrap_or("<no id>"))
+        .collect();
+    let want_ids: Vec<&str> = want.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(got_ids, want_ids, "event ids, in order");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g, &w.frame(), "event frame");
+    }
+}
+
+/// Reads until the server's Close frame and returns its code.
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match within("Close frame", WAIT, ws.next()).await {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(Message::Close(None))) => panic!("Close frame without a code"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("connection broke before a Close frame: {e}"),
+            None => panic!("connection ended without a Close frame"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn greets_and_answers_ping_with_pong() {
+    let server = TestServer::start().await;
+    let mut ws = connect(&server).await;
+    ping_pong(&mut ws).await;
+    ping_pong(&mut ws).await;
+}
+
+#[tokio::test]
+async fn joined_room_receives_events_as_type_payload_frames() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    api.publish("r1", "before.join", json!({ "old": true }))
+        .await;
+    let mut ws = connect(&server).await;
+    join(&mut ws, "r1", None).await;
+    let mut want = Vec::new();
+    for (ty, data) in [
+        (
+            "booking:confirmed",
+            json!({ "booking": 7, "seats": ["a1", "a2"] }),
+        ),
+        ("note", json!("plain string")),
+        ("empty", Value::Null),
+    ] {
+        want.push(api.publish("r1", ty, data).await);
+    }
+    assert_frames(&events(&mut ws, want.len()).await, &want);
+}
+
+#[tokio::test]
+async fn join_with_after_replays_missed_events_first() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let mut history = Vec::new();
+    for n in 0..3 {
+        history.push(api.publish("replay", "old", json!({ "n": n })).await);
+    }
+    // (`after` as a string or as a JSON number, index of the event it names)
+    let cases = [
+        (json!(history[0].id), 0),
+        (json!(history[1].id.parse::<u64>().expect("digits")), 1),
+    ];
+    for (after, from) in cases {
+        let mut ws = connect(&server).await;
+        let cursor = join(&mut ws, "replay", Some(after.clone())).await;
+        assert_eq!(
+            cursor, history[from].id,
+            "after {after}: the cursor is where replay starts"
+        );
+        let replayed = events(&mut ws, history.len() - from - 1).await;
+        assert_frames(&replayed, &history[from + 1..]);
+        // Then live, with nothing replayed twice.
+        let live = api
+            .publish("replay", "live", json!({ "after": after }))
+            .await;
+        assert_frames(&events(&mut ws, 1).await, std::slice::from_ref(&live));
+        history.push(live);
+    }
+}
+
+#[tokio::test]
+async fn two_rooms_on_one_connection_each_get_their_own_events() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let mut ws = connect(&server).await;
+    join(&mut ws, "r1", None).await;
+    join(&mut ws, "r2", None).await;
+    let mut want: Vec<Published> = Vec::new();
+    for (room, n) in [
+        ("r1", 0),
+        ("r2", 0),
+        ("other", 0),
+        ("r1", 1),
+        ("r2", 1),
+        ("r2", 2),
+    ] {
+        let p = api
+            .publish(room, "tick", json!({ "room": room, "n": n }))
+            .await;
+        if room != "other" {
+            want.push(p);
+        }
+    }
+    let got = events(&mut ws, want.len()).await;
+    // Each room is in order; the two rooms may interleave either way.
+    for room in ["r1", "r2"] {
+        let got: Vec<Value> = got
+            .iter()
+            .filter(|f| f["stream_id"] == room)
+            .cloned()
+            .collect();
+        let want: Vec<Published> = want.iter().filter(|p| p.stream == room).cloned().collect();
+        assert_frames(&got, &want);
+    }
+}
+
+#[tokio::test]
+async fn leave_stops_the_room_events() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let mut ws = connect(&server).await;
+    join(&mut ws, "r1", None).await;
+    join(&mut ws, "r2", None).await;
+    let p = api.publish("r1", "while.joined", json!(1)).await;
+    assert_frames(&events(&mut ws, 1).await, &[p]);
+
+    send(
+        &mut ws,
+        &json!({ "type": "room:leave", "payload": { "room": "r1" } }),
+    )
+    .await;
+    let left = expect(&mut ws, "room:left").await;
+    assert_eq!(left["payload"], json!({ "room": "r1" }));
+    api.publish("r1", "after.leave", json!(2)).await;
+    let r2 = api.publish("r2", "still.joined", json!(3)).await;
+    assert_frames(&events(&mut ws, 1).await, &[r2]);
+    ping_pong(&mut ws).await;
+}
+
+#[tokio::test]
+async fn protocol_errors_keep_the_connection_open() {
+    let server = TestServer::start().await;
+    let mut ws = connect(&server).await;
+    join(&mut ws, "dup", None).await;
+    let text = |s: &str| Message::text(s.to_owned());
+    let cases: Vec<(Message, &str)> = vec![
+        (text("{not json"), "invalid_json"),
+        (
+            text(r#"{"type":"chat:shout","payload":{}}"#),
+            "unknown_type",
+        ),
+        (text(r#"{"type":"room:join","payload":{}}"#), "invalid_room"),
+        (
+            text(r#"{"type":"room:join","payload":{"room":"a b"}}"#),
+            "invalid_room",
+        ),
+        (
+            text(r#"{"type":"room:join","payload":{"room":"dup"}}"#),
+            "already_joined",
+        ),
+        (
+            text(r#"{"type":"room:leave","payload":{"room":"never"}}"#),
+            "not_joined",
+        ),
+        (
+            text(r#"{"type":"room:join","payload":{"room":"x","after":"abc"}}"#),
+            "invalid_cursor",
+        ),
+        (
+            text(r#"{"type":"room:join","payload":{"room":"x","after":true}}"#),
+            "invalid_cursor",
+        ),
+        (
+            text(r#"{"type":"room:join","payload":{"room":"x","after":"99999999"}}"#),
+            "invalid_cursor",
+        ),
+        (Message::binary(vec![1u8, 2, 3]), "unsupported_frame"),
+    ];
+    for (msg, code) in cases {
+        let shown = format!("{msg:?}");
+        within("send", WAIT, ws.send(msg)).await.expect("send");
+        let err = expect(&mut ws, "system:error").await;
+        assert_eq!(err["payload"]["code"], code, "after {shown}: {err}");
+        let message = err["payload"]["message"].as_str().unwrap_or("");
+        assert!(!message.is_empty(), "after {shown}: error message: {err}");
+        ping_pong(&mut ws).await;
+    }
+    // A failed join joined nothing: joining the same room now works.
+    join(&mut ws, "x", None).await;
+}
+
+#[tokio::test]
+async fn oversized_message_is_closed_with_1009() {
+    let server = TestServer::start_with(|c| c.limits.ws_message_bytes = 1024).await;
+    let mut ws = connect(&server).await;
+    let ping = |pad: usize| json!({ "type": "system:ping", "pad": "x".repeat(pad) });
+    send(&mut ws, &ping(900)).await;
+    expect(&mut ws, "system:pong").await;
+    send(&mut ws, &ping(4096)).await;
+    assert_eq!(close_code(&mut ws).await, 1009);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_close_1001() {
+    let server = TestServer::start().await;
+    let mut ws = connect(&server).await;
+    join(&mut ws, "bye", None).await;
+    let (stopped, code) = tokio::join!(
+        server.stop_within(Duration::from_secs(10)),
+        close_code(&mut ws)
+    );
+    stopped.expect("server stops cleanly with a WebSocket client connected");
+    assert_eq!(code, 1001);
+}
+
+#[tokio::test]
+async fn many_subscribers_each_receive_every_event_in_order() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let mut ws = connect(&server).await;
+        join(&mut ws, "crowd", None).await;
+        clients.push(ws);
+    }
+    let mut want = Vec::new();
+    for n in 0..100 {
+        want.push(api.publish("crowd", "seat", json!({ "n": n })).await);
+    }
+    want.extend(
+        api.publish_batch(
+            "crowd",
+            "seat",
+            (100..200).map(|n| json!({ "n": n })).collect(),
+        )
+        .await,
+    );
+    let readers = clients
+        .into_iter()
+        .map(|mut ws| async move { events(&mut ws, 200).await });
+    let all = within(
+        "50 readers",
+        Duration::from_secs(15),
+        futures_util::future::join_all(readers),
+    )
+    .await;
+    for got in &all {
+        assert_frames(got, &want);
+    }
+}
+
+#[tokio::test]
+async fn lagging_client_receives_every_event_once_in_order() {
+    let server = TestServer::start_with(|c| c.limits.hub_buffer = 1).await;
+    let api = Api::new(&server);
+    let mut ws = connect(&server).await;
+    join(&mut ws, "lag", None).await;
+    // The client reads nothing while the publishers run, so its room lags the
+    // one-batch hub buffer many times over and must fall back to the store.
+    let want = publish_concurrently(&api, "lag", 4, 500).await;
+    let got = within(
+        "2000 lagged events",
+        Duration::from_secs(20),
+        events(&mut ws, want.len()),
+    )
+    .await;
+    assert_frames(&got, &want);
+}
+
+/// Publishes `tasks * per_task` events to `stream` from concurrent tasks, each
+/// mixing single publishes and batches; returns them in id order.
+async fn publish_concurrently(
+    api: &Api,
+    stream: &str,
+    tasks: usize,
+    per_task: usize,
+) -> Vec<Published> {
+    let pad = "x".repeat(400);
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (api, stream, pad) = (api.clone(), stream.to_owned(), pad.clone());
+            tokio::spawn(async move {
+                let data = |n: usize| json!({ "task": t, "n": n, "pad": pad });
+                let mut out = Vec::with_capacity(per_task);
+                while out.len() < per_task {
+                    let n = out.len();
+                    if n % 50 < 10 {
+                        out.push(api.publish(&stream, "load", data(n)).await);
+                    } else {
+                        let end = (n + 40).min(per_task).min(n - n % 50 + 50);
+                        out.extend(
+                            api.publish_batch(&stream, "load", (n..end).map(data).collect())
+                                .await,
+                        );
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(
+            within("publishers", Duration::from_secs(20), h)
+                .await
+                .expect("publisher task"),
+        );
+    }
+    let distinct: HashSet<&str> = all.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "every acknowledged id is distinct"
+    );
+    all.sort_by_key(|p| p.id.parse::<u64>().expect("digits"));
+    all
+}
