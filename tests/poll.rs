@@ -6,93 +6,31 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, get_json, post_json, wait_until, within};
-use reqwest::Client;
+use common::client::{
+    Api, EVENTS, HEALTH, ack_id, assert_event_fields, assert_millis_time, assert_recent, id_of,
+};
+use common::{TestServer, get_json, wait_until, within};
 use serde_json::{Value, json};
 use tidings::config::Durability;
 
-const EVENTS: &str = "/api/v1/events";
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// An event id: a string of digits, as a number for ordering.
-fn id_of(v: &Value) -> u64 {
-    let s = v
-        .as_str()
-        .unwrap_or_else(|| panic!("id {v} is not a string"));
-    assert!(
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
-        "id {s:?} is not digits"
-    );
-    s.parse().unwrap()
-}
-
 /// Publishes one event, requires 201, returns its id string.
-async fn publish(client: &Client, server: &TestServer, event: Value) -> String {
-    let (status, body) = post_json(client, &server.url(EVENTS), &event).await;
-    assert_eq!(status, 201, "publish {event}: {body}");
-    body["id"].as_str().expect("id").to_owned()
+async fn publish(api: &Api, event: Value) -> String {
+    ack_id(&api.publish(event).await)
 }
 
 /// Publishes a batch, requires 201, returns the ids.
-async fn publish_batch(client: &Client, server: &TestServer, events: Vec<Value>) -> Vec<String> {
-    let (status, body) = post_json(
-        client,
-        &server.url("/api/v1/events/batch"),
-        &json!({ "events": events }),
-    )
-    .await;
-    assert_eq!(status, 201, "batch: {body}");
-    body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// One poll with `query`; requires 200 and the `{events, cursor}` shape.
-async fn poll(client: &Client, server: &TestServer, query: &str) -> (Vec<Value>, String) {
-    let (status, body) = get_json(client, &server.url(&format!("{EVENTS}?{query}"))).await;
-    assert_eq!(status, 200, "poll {query}: {body}");
-    let events = body["events"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no events array: {body}"))
-        .clone();
-    let cursor = body["cursor"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no cursor string: {body}"))
-        .to_owned();
-    (events, cursor)
-}
-
-/// The newest event id, from `/health/detailed`.
-async fn last_id(client: &Client, server: &TestServer) -> String {
-    let (_, h) = get_json(client, &server.url("/health/detailed")).await;
-    h["components"]["store"]["last_id"]
-        .as_str()
-        .expect("last_id")
-        .to_owned()
-}
-
-async fn long_polls(client: &Client, server: &TestServer) -> Option<u64> {
-    get_json(client, &server.url("/health/detailed")).await.1["connections"]["long_poll"].as_u64()
+async fn publish_batch(api: &Api, events: Vec<Value>) -> Vec<String> {
+    api.publish_batch(events).await.iter().map(ack_id).collect()
 }
 
 /// Starts a long poll in its own task and returns once the server counts it.
 async fn start_long_poll(
-    client: &Client,
-    server: &TestServer,
+    api: &Api,
     query: String,
 ) -> tokio::task::JoinHandle<(Vec<Value>, String)> {
-    let url = server.url(&format!("{EVENTS}?{query}"));
+    let url = api.url(&format!("{EVENTS}?{query}"));
     let task = tokio::spawn({
-        let client = client.clone();
+        let client = api.http.clone();
         async move {
             let (status, body) = get_json(&client, &url).await;
             assert_eq!(status, 200, "long poll {url}: {body}");
@@ -103,63 +41,31 @@ async fn start_long_poll(
     wait_until(
         "the long poll is waiting",
         Duration::from_secs(5),
-        || async { long_polls(client, server).await == Some(1) },
+        || async { api.connections("long_poll").await == Some(1) },
     )
     .await;
     task
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn is_rfc3339_millis_z(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 24
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b'T',
-            13 | 16 => *c == b':',
-            19 => *c == b'.',
-            23 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        })
-}
-
 #[tokio::test]
 async fn poll_returns_the_full_event_json() {
     let server = TestServer::start().await;
-    let client = Client::new();
-    let (events, cursor) = poll(&client, &server, "").await;
+    let api = Api::new(&server);
+    let (events, cursor) = api.poll("").await;
     assert_eq!((events.len(), cursor.as_str()), (0, "0"), "an empty server");
 
     let id = publish(
-        &client,
-        &server,
+        &api,
         json!({"type": "order.created", "stream_id": "orders", "source": "shop", "subject": "order-7",
                "message": "New order", "data": {"total": 12.5, "items": ["a"]}}),
     )
     .await;
-    let bare = publish(&client, &server, json!({"type": "ping"})).await;
-    let (events, cursor) = poll(&client, &server, "").await;
+    let bare = publish(&api, json!({"type": "ping"})).await;
+    let (events, cursor) = api.poll("").await;
     assert_eq!(cursor, bare);
     assert_eq!(events.len(), 2);
     let e = &events[0];
-    let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
-    let mut want = vec![
-        "id",
-        "stream_id",
-        "type",
-        "source",
-        "subject",
-        "message",
-        "data",
-        "user_id",
-        "audience",
-        "timestamp",
-        "time",
-    ];
-    let mut got = keys.clone();
-    got.sort_unstable();
-    want.sort_unstable();
-    assert_eq!(got, want, "{e}");
+    assert_event_fields(e);
     assert_eq!(
         json!([
             e["id"],
@@ -174,10 +80,8 @@ async fn poll_returns_the_full_event_json() {
         ]),
         json!([id, "orders", "order.created", "shop", "order-7", "New order", {"total": 12.5, "items": ["a"]}, null, "public"]),
     );
-    let ts = e["timestamp"].as_i64().expect("unix seconds");
-    assert!((ts - unix_now()).abs() <= 5, "{e}");
-    let time = e["time"].as_str().expect("time");
-    assert!(is_rfc3339_millis_z(time), "time {time:?}");
+    assert_recent(&e["timestamp"]);
+    assert_millis_time(e);
     let b = &events[1];
     assert_eq!(
         json!([
@@ -195,13 +99,13 @@ async fn poll_returns_the_full_event_json() {
             bare, "default", "ping", null, null, null, null, null, "public"
         ]),
     );
-    assert!(is_rfc3339_millis_z(b["time"].as_str().unwrap()), "{b}");
+    assert_millis_time(b);
 }
 
 #[tokio::test]
 async fn poll_filters_by_streams_and_types() {
     let server = TestServer::start().await;
-    let client = Client::new();
+    let api = Api::new(&server);
     let spec = [
         ("a", "x"),
         ("b", "y"),
@@ -211,17 +115,16 @@ async fn poll_filters_by_streams_and_types() {
         ("a", "x"),
     ];
     let ids = publish_batch(
-        &client,
-        &server,
+        &api,
         spec.iter()
             .map(|(s, t)| json!({"stream_id": s, "type": t}))
             .collect(),
     )
     .await;
     let check = |query: &'static str, want: &'static [usize]| {
-        let (client, server, ids) = (&client, &server, &ids);
+        let (api, ids) = (&api, &ids);
         async move {
-            let (events, cursor) = poll(client, server, query).await;
+            let (events, cursor) = api.poll(query).await;
             let got: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
             let expected: Vec<&str> = want.iter().map(|&i| ids[i].as_str()).collect();
             assert_eq!(got, expected, "poll {query}");
@@ -253,11 +156,11 @@ async fn poll_filters_by_streams_and_types() {
 #[tokio::test]
 async fn paging_walks_every_event_exactly_once() {
     let server = TestServer::start().await;
-    let client = Client::new();
+    let api = Api::new(&server);
     let mut all = Vec::new();
     for chunk in 0..3 {
         let events = (0..9).map(|i| json!({"type": "n", "stream_id": if i % 3 == 0 { "odd" } else { "main" }, "data": chunk * 9 + i})).collect();
-        all.extend(publish_batch(&client, &server, events).await);
+        all.extend(publish_batch(&api, events).await);
     }
     let main: Vec<String> = all
         .iter()
@@ -276,12 +179,9 @@ async fn paging_walks_every_event_exactly_once() {
         let mut cursor = String::new();
         let mut pages = 0;
         loop {
-            let (events, next) = poll(
-                &client,
-                &server,
-                &format!("{filter}&limit={limit}&after={cursor}"),
-            )
-            .await;
+            let (events, next) = api
+                .poll(&format!("{filter}&limit={limit}&after={cursor}"))
+                .await;
             assert!(events.len() <= limit, "limit {limit} exceeded");
             if events.is_empty() {
                 assert_eq!(next, cursor, "an empty page keeps the cursor");
@@ -304,21 +204,17 @@ async fn paging_walks_every_event_exactly_once() {
 #[tokio::test]
 async fn nothing_new_answers_at_once_with_the_cursor_unchanged() {
     let server = TestServer::start().await;
-    let client = Client::new();
-    let first = publish(&client, &server, json!({"type": "t", "stream_id": "a"})).await;
-    let last = publish(&client, &server, json!({"type": "t", "stream_id": "b"})).await;
+    let api = Api::new(&server);
+    let first = publish(&api, json!({"type": "t", "stream_id": "a"})).await;
+    let last = publish(&api, json!({"type": "t", "stream_id": "b"})).await;
     for query in [
         format!("after={last}"),
         format!("after={last}&wait=0"),
         format!("after={first}&streams=a&wait=0"),
         format!("after={first}&types=none"),
     ] {
-        let (events, cursor) = within(
-            "a short poll",
-            Duration::from_secs(2),
-            poll(&client, &server, &query),
-        )
-        .await;
+        let (events, cursor) =
+            within("a short poll", Duration::from_secs(2), api.poll(&query)).await;
         assert!(events.is_empty(), "{query}: {events:?}");
         let sent = query
             .split('&')
@@ -332,8 +228,8 @@ async fn nothing_new_answers_at_once_with_the_cursor_unchanged() {
 #[tokio::test]
 async fn long_poll_wakes_on_a_matching_event_only() {
     let server = TestServer::start().await;
-    let client = Client::new();
-    publish(&client, &server, json!({"type": "seed", "stream_id": "a"})).await;
+    let api = Api::new(&server);
+    publish(&api, json!({"type": "seed", "stream_id": "a"})).await;
     // (poll filter, an event it must not receive, the event that wakes it)
     let cases = [
         (
@@ -363,17 +259,16 @@ async fn long_poll_wakes_on_a_matching_event_only() {
         ),
     ];
     for (filter, other, wanted) in cases {
-        let head = last_id(&client, &server).await;
-        let poller =
-            start_long_poll(&client, &server, format!("{filter}&after={head}&wait=20")).await;
-        publish(&client, &server, other.clone()).await;
+        let head = api.last_id().await;
+        let poller = start_long_poll(&api, format!("{filter}&after={head}&wait=20")).await;
+        publish(&api, other.clone()).await;
         assert!(!poller.is_finished(), "{filter}: woken by {other}");
         assert_eq!(
-            long_polls(&client, &server).await,
+            api.connections("long_poll").await,
             Some(1),
             "{filter}: still waiting after {other}"
         );
-        let id = publish(&client, &server, wanted.clone()).await;
+        let id = publish(&api, wanted.clone()).await;
         let (events, cursor) = within("the long poll answers", Duration::from_secs(5), poller)
             .await
             .unwrap();
@@ -390,7 +285,7 @@ async fn long_poll_wakes_on_a_matching_event_only() {
         wait_until(
             "the long poll is closed",
             Duration::from_secs(5),
-            || async { long_polls(&client, &server).await == Some(0) },
+            || async { api.connections("long_poll").await == Some(0) },
         )
         .await;
     }
@@ -399,8 +294,8 @@ async fn long_poll_wakes_on_a_matching_event_only() {
 #[tokio::test]
 async fn long_poll_timeout_answers_empty_with_cursor_unchanged() {
     let server = TestServer::start().await;
-    let client = Client::new();
-    let head = publish(&client, &server, json!({"type": "t", "stream_id": "a"})).await;
+    let api = Api::new(&server);
+    let head = publish(&api, json!({"type": "t", "stream_id": "a"})).await;
     for query in [
         format!("after={head}&wait=1"),
         format!("after={head}&wait=0.5&streams=b"),
@@ -409,7 +304,7 @@ async fn long_poll_timeout_answers_empty_with_cursor_unchanged() {
         let (status, body) = within(
             "the long poll times out",
             Duration::from_secs(5),
-            get_json(&client, &server.url(&format!("{EVENTS}?{query}"))),
+            api.get_json(&format!("{EVENTS}?{query}")),
         )
         .await;
         let want_cursor = if query.starts_with("after") {
@@ -428,13 +323,13 @@ async fn long_poll_timeout_answers_empty_with_cursor_unchanged() {
 #[tokio::test]
 async fn wait_is_capped_by_the_configured_maximum() {
     let server = TestServer::start_with(|c| c.limits.long_poll_max_wait_secs = 1).await;
-    let client = Client::new();
-    let head = publish(&client, &server, json!({"type": "t"})).await;
-    let url = server.url(&format!("{EVENTS}?after={head}&wait=30"));
+    let api = Api::new(&server);
+    let head = publish(&api, json!({"type": "t"})).await;
+    let path = format!("{EVENTS}?after={head}&wait=30");
     let (status, body) = within(
         "a capped long poll",
         Duration::from_secs(5),
-        get_json(&client, &url),
+        api.get_json(&path),
     )
     .await;
     assert_eq!((status, body), (200, json!({"events": [], "cursor": head})));
@@ -443,10 +338,9 @@ async fn wait_is_capped_by_the_configured_maximum() {
 #[tokio::test]
 async fn user_and_admin_events_are_hidden_from_anonymous_polls() {
     let server = TestServer::start().await;
-    let client = Client::new();
+    let api = Api::new(&server);
     let ids = publish_batch(
-        &client,
-        &server,
+        &api,
         vec![
             json!({"type": "t", "stream_id": "mixed", "data": "public"}),
             json!({"type": "t", "stream_id": "mixed", "user_id": "u1", "data": "implicit user"}),
@@ -465,18 +359,13 @@ async fn user_and_admin_events_are_hidden_from_anonymous_polls() {
         ("limit=1".to_owned(), &["public"][..]),
         (format!("limit=1&after={}", ids[0]), &["public to u1"][..]),
     ] {
-        let (events, _) = poll(&client, &server, &query).await;
+        let (events, _) = api.poll(&query).await;
         let data: Vec<&str> = events.iter().map(|e| e["data"].as_str().unwrap()).collect();
         assert_eq!(data, want, "poll {query}");
         assert!(events.iter().all(|e| e["audience"] == "public"), "{query}");
     }
     // Only hidden events after the cursor: nothing, cursor unchanged.
-    let (events, cursor) = poll(
-        &client,
-        &server,
-        &format!("after={}&streams=user:u1", ids[0]),
-    )
-    .await;
+    let (events, cursor) = api.poll(&format!("after={}&streams=user:u1", ids[0])).await;
     assert!(events.is_empty(), "{events:?}");
     assert_eq!(cursor, ids[0]);
 }
@@ -484,32 +373,26 @@ async fn user_and_admin_events_are_hidden_from_anonymous_polls() {
 #[tokio::test]
 async fn async_durability_publishes_and_polls() {
     let server = TestServer::start_with(|c| c.storage.durability = Durability::Async).await;
-    let client = Client::new();
-    let (_, h) = get_json(&client, &server.url("/health/detailed")).await;
+    let api = Api::new(&server);
+    let (_, h) = api.get_json(HEALTH).await;
     assert_eq!(h["components"]["store"]["durability"], "async", "{h}");
-    let mut ids = vec![publish(&client, &server, json!({"type": "one", "stream_id": "s"})).await];
+    let mut ids = vec![publish(&api, json!({"type": "one", "stream_id": "s"})).await];
     ids.extend(
         publish_batch(
-            &client,
-            &server,
+            &api,
             (0..10)
                 .map(|i| json!({"type": "many", "stream_id": "s", "data": i}))
                 .collect(),
         )
         .await,
     );
-    let (events, cursor) = poll(&client, &server, "streams=s").await;
+    let (events, cursor) = api.poll("streams=s").await;
     let got: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(&cursor, ids.last().unwrap());
 
-    let poller = start_long_poll(
-        &client,
-        &server,
-        format!("streams=s&after={cursor}&wait=20"),
-    )
-    .await;
-    let id = publish(&client, &server, json!({"type": "late", "stream_id": "s"})).await;
+    let poller = start_long_poll(&api, format!("streams=s&after={cursor}&wait=20")).await;
+    let id = publish(&api, json!({"type": "late", "stream_id": "s"})).await;
     let (events, next) = within("the long poll answers", Duration::from_secs(5), poller)
         .await
         .unwrap();
@@ -522,51 +405,39 @@ async fn async_durability_publishes_and_polls() {
 #[tokio::test]
 async fn sequence_numbers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let client = Client::new();
     let server = TestServer::start_in(dir.path().to_path_buf(), |_| {}).await;
+    let api = Api::new(&server);
     let mut before = publish_batch(
-        &client,
-        &server,
+        &api,
         (0..3)
             .map(|i| json!({"type": "old", "stream_id": "r", "data": i}))
             .collect(),
     )
     .await;
-    before.push(
-        publish(
-            &client,
-            &server,
-            json!({"type": "old", "stream_id": "r", "data": 3}),
-        )
-        .await,
-    );
-    let (old_events, _) = poll(&client, &server, "").await;
+    before.push(publish(&api, json!({"type": "old", "stream_id": "r", "data": 3})).await);
+    let (old_events, _) = api.poll("").await;
     server.stop().await;
 
     let server = TestServer::start_in(dir.path().to_path_buf(), |_| {}).await;
-    let (events, cursor) = poll(&client, &server, "").await;
+    let api = Api::new(&server);
+    let (events, cursor) = api.poll("").await;
     assert_eq!(events, old_events, "old events read back unchanged");
     assert_eq!(&cursor, before.last().unwrap());
     let newest = id_of(&json!(before.last().unwrap()));
-    let after = publish(&client, &server, json!({"type": "new", "stream_id": "r"})).await;
+    let after = publish(&api, json!({"type": "new", "stream_id": "r"})).await;
     assert!(
         id_of(&json!(after)) > newest,
         "new id {after} after {newest}"
     );
-    let more = publish_batch(
-        &client,
-        &server,
-        vec![json!({"type": "new", "stream_id": "r"})],
-    )
-    .await;
+    let more = publish_batch(&api, vec![json!({"type": "new", "stream_id": "r"})]).await;
     assert!(id_of(&json!(more[0])) > id_of(&json!(after)));
-    let (events, _) = poll(&client, &server, "streams=r").await;
+    let (events, _) = api.poll("streams=r").await;
     let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     let mut want: Vec<&str> = before.iter().map(String::as_str).collect();
     want.extend([after.as_str(), more[0].as_str()]);
     assert_eq!(ids, want);
     // A cursor from before the restart still works.
-    let (events, _) = poll(&client, &server, &format!("after={}", before[1])).await;
+    let (events, _) = api.poll(&format!("after={}", before[1])).await;
     assert_eq!(events.len(), 4);
     server.stop().await;
 }

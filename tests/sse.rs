@@ -2,139 +2,43 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::{TestServer, assert_error, get_json, post_json, wait_until, within};
+use common::client::{
+    Api, Published, WAIT, assert_event_fields, assert_ids, assert_millis_time, event_json,
+    publish_concurrently,
+};
+use common::{TestServer, assert_error, wait_until, within};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 
-/// Deadline for any single thing we wait for.
-const WAIT: Duration = Duration::from_secs(5);
-
-/// One acknowledged event: what was sent and what the server answered.
-#[derive(Debug, Clone)]
-struct Published {
-    id: String,
-    stream: String,
-    ty: String,
-    message: Value,
-    data: Value,
-    timestamp: i64,
-}
-
-/// A producer's view of the server.
-#[derive(Clone)]
-struct Api {
-    c: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(server: &TestServer) -> Self {
-        Self {
-            c: reqwest::Client::new(),
-            base: server.base.clone(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    async fn publish(&self, body: Value) -> Published {
-        let (status, ack) = post_json(&self.c, &self.url("/api/v1/events"), &body).await;
-        assert_eq!(status, 201, "publish {body}: {ack}");
-        published(&body, &ack)
-    }
-
-    async fn publish_batch(&self, bodies: Vec<Value>) -> Vec<Published> {
-        let (status, ack) = post_json(
-            &self.c,
-            &self.url("/api/v1/events/batch"),
-            &json!({ "events": bodies }),
-        )
-        .await;
-        assert_eq!(status, 201, "batch: {ack}");
-        let acks = ack["events"]
-            .as_array()
-            .unwrap_or_else(|| panic!("batch ack: {ack}"));
-        assert_eq!(acks.len(), bodies.len(), "batch ack: {ack}");
-        bodies
-            .iter()
-            .zip(acks)
-            .map(|(b, a)| published(b, a))
-            .collect()
-    }
-
-    /// Publishes one event per type, in order, to `stream`.
-    async fn publish_types(&self, stream: &str, types: &[&str]) -> Vec<Published> {
-        let mut out = Vec::new();
-        for (n, ty) in types.iter().enumerate() {
-            out.push(self.publish(body(stream, ty, json!({ "n": n }))).await);
-        }
-        out
-    }
-
-    /// Waits until `/api/v1/events/streams` counts at least `n` readers of `stream`.
-    async fn wait_readers(&self, stream: &str, n: u64) {
-        let url = self.url("/api/v1/events/streams");
-        wait_until(&format!("{n} reader(s) of {stream}"), WAIT, || {
-            let (c, url, stream) = (self.c.clone(), url.clone(), stream.to_owned());
-            async move {
-                let (_, info) = get_json(&c, &url).await;
-                info["data"][&stream]["clients"].as_u64().unwrap_or(0) >= n
-            }
-        })
-        .await;
-    }
-
-    async fn get(&self, path: &str, last_event_id: Option<&str>) -> reqwest::Response {
-        let mut req = self.c.get(self.url(path));
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id);
-        }
-        within(&format!("GET {path}"), WAIT, req.send())
-            .await
-            .expect("request")
-    }
-}
-
+/// An event to `stream` whose message names its type and stream.
 fn body(stream: &str, ty: &str, data: Value) -> Value {
-    json!({ "stream_id": stream, "type": ty, "message": format!("{ty} on {stream}"), "data": data })
+    let mut body = event_json(stream, ty, data);
+    body["message"] = json!(format!("{ty} on {stream}"));
+    body
 }
 
-fn published(body: &Value, ack: &Value) -> Published {
-    let id = ack["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("ack without a string id: {ack}"))
-        .to_owned();
-    assert_digits(&id);
-    Published {
-        id,
-        stream: body["stream_id"]
-            .as_str()
-            .expect("test bodies name a stream")
-            .to_owned(),
-        ty: body["type"]
-            .as_str()
-            .expect("test bodies have a type")
-            .to_owned(),
-        message: body["message"].clone(),
-        data: body["data"].clone(),
-        timestamp: ack["timestamp"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("ack timestamp: {ack}")),
+/// Publishes one event per type, in order, to `stream`.
+async fn publish_types(api: &Api, stream: &str, types: &[&str]) -> Vec<Published> {
+    let mut out = Vec::new();
+    for (n, ty) in types.iter().enumerate() {
+        out.push(api.publish_event(body(stream, ty, json!({ "n": n }))).await);
     }
+    out
 }
 
-fn assert_digits(id: &str) {
-    assert!(
-        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
-        "id {id:?} is not a string of digits"
-    );
+/// GETs `path`, optionally with `Last-Event-ID`, within the deadline.
+async fn get(api: &Api, path: &str, last_event_id: Option<&str>) -> reqwest::Response {
+    let mut req = api.http.get(api.url(path));
+    if let Some(id) = last_event_id {
+        req = req.header("Last-Event-ID", id);
+    }
+    within(&format!("GET {path}"), WAIT, req.send())
+        .await
+        .expect("request")
 }
 
 type Frames = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
@@ -147,7 +51,7 @@ struct Sse {
 impl Sse {
     /// Opens `path` (asserting a 200 SSE answer), optionally with `Last-Event-ID`.
     async fn open(api: &Api, path: &str, last_event_id: Option<&str>) -> Sse {
-        let resp = api.get(path, last_event_id).await;
+        let resp = get(api, path, last_event_id).await;
         assert_eq!(resp.status(), 200, "GET {path}");
         assert_eq!(content_type(&resp), "text/event-stream", "GET {path}");
         Sse {
@@ -202,12 +106,7 @@ fn content_type(resp: &reqwest::Response) -> &str {
 
 /// Asserts the received events are exactly `want`, in order, with the published content.
 fn assert_events(got: &[Value], want: &[Published]) {
-    let got_ids: Vec<&str> = got
-        .iter()
-        .map(|e| e["id"].as_str().unwrap_or("<no id>"))
-        .collect();
-    let want_ids: Vec<&str> = want.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(got_ids, want_ids, "event ids, in order");
+    assert_ids(got, want);
     for (g, w) in got.iter().zip(want) {
         assert_eq!(g["stream_id"], w.stream.as_str(), "stream_id of {g}");
         assert_eq!(g["type"], w.ty.as_str(), "type of {g}");
@@ -225,7 +124,7 @@ fn assert_events(got: &[Value], want: &[Published]) {
 async fn headers_and_bytes_follow_the_sse_wire_format() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    let mut resp = api.get("/api/v1/events/stream/wire", None).await;
+    let mut resp = get(&api, "/api/v1/events/stream/wire", None).await;
     assert_eq!(resp.status(), 200);
     for (name, want) in [
         ("content-type", "text/event-stream"),
@@ -248,7 +147,7 @@ async fn headers_and_bytes_follow_the_sse_wire_format() {
     );
 
     let p = api
-        .publish(body("wire", "wire.test", json!({ "k": [1, 2] })))
+        .publish_event(body("wire", "wire.test", json!({ "k": [1, 2] })))
         .await;
     buf.clear();
     while !buf.ends_with(b"\n\n") {
@@ -298,31 +197,11 @@ async fn event_json_carries_every_documented_field() {
     );
     b["source"] = json!("shop");
     b["subject"] = json!("order-7");
-    let p = api.publish(b).await;
+    let p = api.publish_event(b).await;
 
     let got = sse.next().await;
     assert_events(std::slice::from_ref(&got), &[p]);
-    let keys: BTreeSet<&str> = got
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let want: BTreeSet<&str> = [
-        "id",
-        "stream_id",
-        "type",
-        "source",
-        "subject",
-        "message",
-        "data",
-        "user_id",
-        "audience",
-        "timestamp",
-        "time",
-    ]
-    .into();
-    assert_eq!(keys, want, "event fields: {got}");
+    assert_event_fields(&got);
     assert_eq!(
         (&got["source"], &got["subject"]),
         (&json!("shop"), &json!("order-7"))
@@ -331,25 +210,17 @@ async fn event_json_carries_every_documented_field() {
         (&got["user_id"], &got["audience"]),
         (&Value::Null, &json!("public"))
     );
-    let time = got["time"].as_str().expect("time is a string");
-    let shape: String = time
-        .chars()
-        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
-        .collect();
-    assert_eq!(
-        shape, "dddd-dd-ddTdd:dd:dd.dddZ",
-        "time {time:?} is RFC 3339 with milliseconds"
-    );
+    assert_millis_time(&got);
 }
 
 #[tokio::test]
 async fn without_a_cursor_only_later_events_arrive() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    api.publish_types("live", &["before"]).await;
+    publish_types(&api, "live", &["before"]).await;
     let mut sse = Sse::open(&api, "/api/v1/events/stream/live", None).await;
     api.wait_readers("live", 1).await;
-    let after = api.publish_types("live", &["after.1", "after.2"]).await;
+    let after = publish_types(&api, "live", &["after.1", "after.2"]).await;
     assert_events(&sse.take(2).await, &after);
 }
 
@@ -357,7 +228,7 @@ async fn without_a_cursor_only_later_events_arrive() {
 async fn replay_starts_after_the_cursor_and_last_event_id_wins() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    let old = api.publish_types("replay", &["e0", "e1", "e2", "e3"]).await;
+    let old = publish_types(&api, "replay", &["e0", "e1", "e2", "e3"]).await;
     // (query, Last-Event-ID: index of the event, index of the first replayed event)
     let cases: [(&str, Option<usize>, usize); 4] = [
         ("?after=ID0", None, 1),
@@ -376,7 +247,7 @@ async fn replay_starts_after_the_cursor_and_last_event_id_wins() {
         let replayed = sse.take(history.len() - first).await;
         assert_events(&replayed, &history[first..]);
         // Nothing replayed twice or beyond: the next event is the live one.
-        let live = api.publish_types("replay", &[&format!("live.{i}")]).await;
+        let live = publish_types(&api, "replay", &[&format!("live.{i}")]).await;
         assert_events(&[sse.next().await], &live);
         history.extend(live);
     }
@@ -386,7 +257,7 @@ async fn replay_starts_after_the_cursor_and_last_event_id_wins() {
 async fn bad_cursor_or_stream_is_a_400_json_error() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    api.publish_types("known", &["x"]).await;
+    publish_types(&api, "known", &["x"]).await;
     let cases: [(&str, Option<&str>, &str); 6] = [
         ("/api/v1/events/stream/known", Some("abc"), "invalid_cursor"),
         (
@@ -408,7 +279,7 @@ async fn bad_cursor_or_stream_is_a_400_json_error() {
         ("/api/v1/sse?streams=a,b%20c", None, "invalid_stream"),
     ];
     for (path, leid, code) in cases {
-        let resp = api.get(path, leid).await;
+        let resp = get(&api, path, leid).await;
         let status = resp.status().as_u16();
         assert!(
             content_type(&resp).starts_with("application/json"),
@@ -436,7 +307,7 @@ async fn types_filter_delivers_only_matching_events() {
         )
         .await;
         api.wait_readers(&stream, 1).await;
-        let all = api.publish_types(&stream, &published).await;
+        let all = publish_types(&api, &stream, &published).await;
         let want: Vec<Published> = all
             .into_iter()
             .filter(|p| wanted.contains(&p.ty.as_str()))
@@ -458,7 +329,10 @@ async fn multi_stream_delivers_chosen_streams_in_id_order() {
         ("c", "c2"),
         ("b", "b2"),
     ] {
-        all.push(api.publish(body(stream, ty, json!({ "ty": ty }))).await);
+        all.push(
+            api.publish_event(body(stream, ty, json!({ "ty": ty })))
+                .await,
+        );
     }
     let mut sse = Sse::open(&api, "/api/v1/sse?streams=a,b&after=0", None).await;
     let want: Vec<Published> = all.iter().filter(|p| p.stream != "c").cloned().collect();
@@ -467,7 +341,10 @@ async fn multi_stream_delivers_chosen_streams_in_id_order() {
     api.wait_readers("b", 1).await;
     let mut live = Vec::new();
     for (stream, ty) in [("c", "c3"), ("b", "b3"), ("c", "c4"), ("a", "a3")] {
-        live.push(api.publish(body(stream, ty, json!({ "ty": ty }))).await);
+        live.push(
+            api.publish_event(body(stream, ty, json!({ "ty": ty })))
+                .await,
+        );
     }
     let want: Vec<Published> = live.into_iter().filter(|p| p.stream != "c").collect();
     assert_events(&sse.take(want.len()).await, &want);
@@ -488,26 +365,22 @@ async fn restricted_audiences_are_not_delivered_to_anonymous_readers() {
         }
         b
     };
-    let mut replayed = Vec::new();
-    for ty in ["admin", "user"] {
-        api.publish(restricted(ty)).await;
-        replayed.push(
-            api.publish(body("aud", &format!("public.{ty}"), json!({})))
-                .await,
-        );
-    }
+    // Each restricted event is followed by a public one, named `{prefix}.{ty}`.
+    let publish_mixed = async |prefix: &str, order: [&str; 2]| {
+        let mut public = Vec::new();
+        for ty in order {
+            api.publish_event(restricted(ty)).await;
+            let event = body("aud", &format!("{prefix}.{ty}"), json!({}));
+            public.push(api.publish_event(event).await);
+        }
+        public
+    };
+    let replayed = publish_mixed("public", ["admin", "user"]).await;
     // Catch-up from the store filters them out...
     let mut sse = Sse::open(&api, "/api/v1/events/stream/aud?after=0", None).await;
     assert_events(&sse.take(replayed.len()).await, &replayed);
     // ...and so does the live path.
-    let mut live = Vec::new();
-    for ty in ["user", "admin"] {
-        api.publish(restricted(ty)).await;
-        live.push(
-            api.publish(body("aud", &format!("public.live.{ty}"), json!({})))
-                .await,
-        );
-    }
+    let live = publish_mixed("public.live", ["user", "admin"]).await;
     assert_events(&sse.take(live.len()).await, &live);
 }
 
@@ -518,27 +391,21 @@ async fn reconnect_with_last_event_id_receives_exactly_the_missed_events() {
     let path = "/api/v1/events/stream/resume";
     let mut sse = Sse::open(&api, path, None).await;
     api.wait_readers("resume", 1).await;
-    let first = api.publish_types("resume", &["r0", "r1", "r2", "r3"]).await;
+    let first = publish_types(&api, "resume", &["r0", "r1", "r2", "r3"]).await;
     let got = sse.take(2).await;
     assert_events(&got, &first[..2]);
     let last = got[1]["id"].as_str().expect("id").to_owned();
     drop(sse);
-    wait_until("the dropped reader is gone", WAIT, || {
-        let (c, url) = (api.c.clone(), api.url("/api/v1/events/streams"));
-        async move {
-            get_json(&c, &url).await.1["data"]["resume"]["clients"]
-                .as_u64()
-                .unwrap_or(0)
-                == 0
-        }
+    wait_until("the dropped reader is gone", WAIT, || async {
+        api.clients_of("resume").await.unwrap_or(0) == 0
     })
     .await;
 
-    let missed_meanwhile = api.publish_types("resume", &["r4", "r5", "r6"]).await;
+    let missed_meanwhile = publish_types(&api, "resume", &["r4", "r5", "r6"]).await;
     let mut sse = Sse::open(&api, path, Some(&last)).await;
     let missed = [&first[2..], &missed_meanwhile[..]].concat();
     assert_events(&sse.take(missed.len()).await, &missed);
-    let live = api.publish_types("resume", &["r7"]).await;
+    let live = publish_types(&api, "resume", &["r7"]).await;
     assert_events(&[sse.next().await], &live);
 }
 
@@ -548,7 +415,7 @@ async fn preflight_answers_with_cors_headers() {
     let api = Api::new(&server);
     for path in ["/api/v1/events/stream/any", "/api/v1/sse"] {
         let resp = api
-            .c
+            .http
             .request(reqwest::Method::OPTIONS, api.url(path))
             .header("Origin", "https://app.example")
             .header("Access-Control-Request-Method", "GET")
@@ -581,17 +448,11 @@ async fn graceful_shutdown_ends_the_stream() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
     let mut sse = Sse::open(&api, "/api/v1/events/stream/bye", None).await;
-    wait_until("one SSE connection", WAIT, || {
-        let (c, url) = (api.c.clone(), api.url("/health/detailed"));
-        async move {
-            get_json(&c, &url).await.1["connections"]["sse"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 1
-        }
+    wait_until("one SSE connection", WAIT, || async {
+        api.connections("sse").await.unwrap_or(0) >= 1
     })
     .await;
-    let p = api.publish_types("bye", &["last"]).await;
+    let p = publish_types(&api, "bye", &["last"]).await;
     assert_events(&[sse.next().await], &p);
 
     let (stopped, rest) =
@@ -608,7 +469,7 @@ async fn lagging_reader_receives_every_event_once_in_order() {
     api.wait_readers("lag", 1).await;
     // The reader does not read at all while the publishers run, so it lags the
     // one-batch hub buffer many times over and must fall back to the store.
-    let want = publish_concurrently(&api, "lag", 4, 500).await;
+    let want = publish_concurrently(&api, 4, 500, |data| body("lag", "load", data)).await;
     let got = within(
         "2000 lagged events",
         Duration::from_secs(20),
@@ -616,51 +477,4 @@ async fn lagging_reader_receives_every_event_once_in_order() {
     )
     .await;
     assert_events(&got, &want);
-}
-
-/// Publishes `tasks * per_task` events to `stream` from concurrent tasks, each
-/// mixing single publishes and batches; returns them in id order.
-async fn publish_concurrently(
-    api: &Api,
-    stream: &str,
-    tasks: usize,
-    per_task: usize,
-) -> Vec<Published> {
-    let pad = "x".repeat(400);
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (api, stream, pad) = (api.clone(), stream.to_owned(), pad.clone());
-            tokio::spawn(async move {
-                let event =
-                    |n: usize| body(&stream, "load", json!({ "task": t, "n": n, "pad": pad }));
-                let mut out = Vec::with_capacity(per_task);
-                while out.len() < per_task {
-                    let n = out.len();
-                    if n % 50 < 10 {
-                        out.push(api.publish(event(n)).await);
-                    } else {
-                        let end = (n + 40).min(per_task).min(n - n % 50 + 50);
-                        out.extend(api.publish_batch((n..end).map(event).collect()).await);
-                    }
-                }
-                out
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(
-            within("publishers", Duration::from_secs(20), h)
-                .await
-                .expect("publisher task"),
-        );
-    }
-    let ids: HashMap<&str, usize> = all
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.id.as_str(), i))
-        .collect();
-    assert_eq!(ids.len(), all.len(), "every acknowledged id is distinct");
-    all.sort_by_key(|p| p.id.parse::<u64>().expect("digits"));
-    all
 }

@@ -2,103 +2,28 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{TestServer, post_json, within};
+use common::client::{
+    Api, Published, WAIT, assert_digits, assert_ids, event_json, publish_concurrently,
+};
+use common::{TestServer, within};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-/// Deadline for any single thing we wait for.
-const WAIT: Duration = Duration::from_secs(5);
-
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// One acknowledged event: what was sent and what the server answered.
-#[derive(Debug, Clone)]
-struct Published {
-    id: String,
-    stream: String,
-    ty: String,
-    data: Value,
-    timestamp: i64,
+/// The frame a room member must receive for this event, exactly.
+fn frame(p: &Published) -> Value {
+    json!({ "type": p.ty, "payload": p.data, "id": p.id, "stream_id": p.stream, "timestamp": p.timestamp })
 }
 
-impl Published {
-    /// The frame a room member must receive for this event, exactly.
-    fn frame(&self) -> Value {
-        json!({ "type": self.ty, "payload": self.data, "id": self.id, "stream_id": self.stream, "timestamp": self.timestamp })
-    }
-}
-
-/// A producer's view of the server.
-#[derive(Clone)]
-struct Api {
-    c: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(server: &TestServer) -> Self {
-        Self {
-            c: reqwest::Client::new(),
-            base: server.base.clone(),
-        }
-    }
-
-    async fn publish(&self, stream: &str, ty: &str, data: Value) -> Published {
-        let body = json!({ "stream_id": stream, "type": ty, "data": data });
-        let (status, ack) =
-            post_json(&self.c, &format!("{}/api/v1/events", self.base), &body).await;
-        assert_eq!(status, 201, "publish {body}: {ack}");
-        published(stream, ty, data, &ack)
-    }
-
-    async fn publish_batch(&self, stream: &str, ty: &str, data: Vec<Value>) -> Vec<Published> {
-        let events: Vec<Value> = data
-            .iter()
-            .map(|d| json!({ "stream_id": stream, "type": ty, "data": d }))
-            .collect();
-        let url = format!("{}/api/v1/events/batch", self.base);
-        let (status, ack) = post_json(&self.c, &url, &json!({ "events": events })).await;
-        assert_eq!(status, 201, "batch: {ack}");
-        let acks = ack["events"]
-            .as_array()
-            .unwrap_or_else(|| panic!("batch ack: {ack}"));
-        assert_eq!(acks.len(), data.len(), "batch ack: {ack}");
-        data.into_iter()
-            .zip(acks)
-            .map(|(d, a)| published(stream, ty, d, a))
-            .collect()
-    }
-}
-
-fn published(stream: &str, ty: &str, data: Value, ack: &Value) -> Published {
-    let id = ack["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("ack without a string id: {ack}"))
-        .to_owned();
-    assert_digits(&id);
-    let timestamp = ack["timestamp"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("ack timestamp: {ack}"));
-    Published {
-        id,
-        stream: stream.to_owned(),
-        ty: ty.to_owned(),
-        data,
-        timestamp,
-    }
-}
-
-fn assert_digits(id: &str) {
-    assert!(
-        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
-        "id {id:?} is not a string of digits"
-    );
+/// Publishes `data` as an event of type `ty` to `stream`.
+async fn publish(api: &Api, stream: &str, ty: &str, data: Value) -> Published {
+    api.publish_event(event_json(stream, ty, data)).await
 }
 
 /// Connects and checks the greeting.
@@ -113,6 +38,15 @@ async fn connect(server: &TestServer) -> Ws {
     assert_eq!(resp.status(), 101);
     let hello = expect(&mut ws, "system:connected").await;
     assert!(hello["payload"].is_object(), "greeting payload: {hello}");
+    ws
+}
+
+/// Connects and joins each room in turn, with no cursor.
+async fn connect_joined(server: &TestServer, rooms: &[&str]) -> Ws {
+    let mut ws = connect(server).await;
+    for room in rooms {
+        join(&mut ws, room, None).await;
+    }
     ws
 }
 
@@ -180,14 +114,9 @@ async fn events(ws: &mut Ws, n: usize) -> Vec<Value> {
 
 /// Asserts the frames are exactly `want`'s, in order: ids first for a readable failure.
 fn assert_frames(got: &[Value], want: &[Published]) {
-    let got_ids: Vec<&str> = got
-        .iter()
-        .map(|f| f["id"].as_str().unwrap_or("<no id>"))
-        .collect();
-    let want_ids: Vec<&str> = want.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(got_ids, want_ids, "event ids, in order");
+    assert_ids(got, want);
     for (g, w) in got.iter().zip(want) {
-        assert_eq!(g, &w.frame(), "event frame");
+        assert_eq!(g, &frame(w), "event frame");
     }
 }
 
@@ -216,10 +145,8 @@ async fn greets_and_answers_ping_with_pong() {
 async fn joined_room_receives_events_as_type_payload_frames() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    api.publish("r1", "before.join", json!({ "old": true }))
-        .await;
-    let mut ws = connect(&server).await;
-    join(&mut ws, "r1", None).await;
+    publish(&api, "r1", "before.join", json!({ "old": true })).await;
+    let mut ws = connect_joined(&server, &["r1"]).await;
     let mut want = Vec::new();
     for (ty, data) in [
         (
@@ -229,7 +156,7 @@ async fn joined_room_receives_events_as_type_payload_frames() {
         ("note", json!("plain string")),
         ("empty", Value::Null),
     ] {
-        want.push(api.publish("r1", ty, data).await);
+        want.push(publish(&api, "r1", ty, data).await);
     }
     assert_frames(&events(&mut ws, want.len()).await, &want);
 }
@@ -240,7 +167,7 @@ async fn join_with_after_replays_missed_events_first() {
     let api = Api::new(&server);
     let mut history = Vec::new();
     for n in 0..3 {
-        history.push(api.publish("replay", "old", json!({ "n": n })).await);
+        history.push(publish(&api, "replay", "old", json!({ "n": n })).await);
     }
     // (`after` as a string or as a JSON number, index of the event it names)
     let cases = [
@@ -257,9 +184,7 @@ async fn join_with_after_replays_missed_events_first() {
         let replayed = events(&mut ws, history.len() - from - 1).await;
         assert_frames(&replayed, &history[from + 1..]);
         // Then live, with nothing replayed twice.
-        let live = api
-            .publish("replay", "live", json!({ "after": after }))
-            .await;
+        let live = publish(&api, "replay", "live", json!({ "after": after })).await;
         assert_frames(&events(&mut ws, 1).await, std::slice::from_ref(&live));
         history.push(live);
     }
@@ -269,9 +194,7 @@ async fn join_with_after_replays_missed_events_first() {
 async fn two_rooms_on_one_connection_each_get_their_own_events() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    let mut ws = connect(&server).await;
-    join(&mut ws, "r1", None).await;
-    join(&mut ws, "r2", None).await;
+    let mut ws = connect_joined(&server, &["r1", "r2"]).await;
     let mut want: Vec<Published> = Vec::new();
     for (room, n) in [
         ("r1", 0),
@@ -281,9 +204,7 @@ async fn two_rooms_on_one_connection_each_get_their_own_events() {
         ("r2", 1),
         ("r2", 2),
     ] {
-        let p = api
-            .publish(room, "tick", json!({ "room": room, "n": n }))
-            .await;
+        let p = publish(&api, room, "tick", json!({ "room": room, "n": n })).await;
         if room != "other" {
             want.push(p);
         }
@@ -305,10 +226,8 @@ async fn two_rooms_on_one_connection_each_get_their_own_events() {
 async fn leave_stops_the_room_events() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    let mut ws = connect(&server).await;
-    join(&mut ws, "r1", None).await;
-    join(&mut ws, "r2", None).await;
-    let p = api.publish("r1", "while.joined", json!(1)).await;
+    let mut ws = connect_joined(&server, &["r1", "r2"]).await;
+    let p = publish(&api, "r1", "while.joined", json!(1)).await;
     assert_frames(&events(&mut ws, 1).await, &[p]);
 
     send(
@@ -318,8 +237,8 @@ async fn leave_stops_the_room_events() {
     .await;
     let left = expect(&mut ws, "room:left").await;
     assert_eq!(left["payload"], json!({ "room": "r1" }));
-    api.publish("r1", "after.leave", json!(2)).await;
-    let r2 = api.publish("r2", "still.joined", json!(3)).await;
+    publish(&api, "r1", "after.leave", json!(2)).await;
+    let r2 = publish(&api, "r2", "still.joined", json!(3)).await;
     assert_frames(&events(&mut ws, 1).await, &[r2]);
     ping_pong(&mut ws).await;
 }
@@ -327,8 +246,7 @@ async fn leave_stops_the_room_events() {
 #[tokio::test]
 async fn protocol_errors_keep_the_connection_open() {
     let server = TestServer::start().await;
-    let mut ws = connect(&server).await;
-    join(&mut ws, "dup", None).await;
+    let mut ws = connect_joined(&server, &["dup"]).await;
     let text = |s: &str| Message::text(s.to_owned());
     let cases: Vec<(Message, &str)> = vec![
         (text("{not json"), "invalid_json"),
@@ -388,10 +306,23 @@ async fn oversized_message_is_closed_with_1009() {
 }
 
 #[tokio::test]
+async fn events_larger_than_the_client_message_limit_are_still_delivered() {
+    // The limit on what clients send must not bound what the server sends.
+    let server = TestServer::start_with(|c| c.limits.ws_message_bytes = 1024).await;
+    let api = Api::new(&server);
+    let mut ws = connect_joined(&server, &["big"]).await;
+    let want = vec![
+        publish(&api, "big", "large", json!({ "pad": "y".repeat(40_000) })).await,
+        publish(&api, "big", "small", json!({ "n": 1 })).await,
+    ];
+    let got = within("large frames", WAIT, events(&mut ws, want.len())).await;
+    assert_frames(&got, &want);
+}
+
+#[tokio::test]
 async fn graceful_shutdown_sends_close_1001() {
     let server = TestServer::start().await;
-    let mut ws = connect(&server).await;
-    join(&mut ws, "bye", None).await;
+    let mut ws = connect_joined(&server, &["bye"]).await;
     let (stopped, code) = tokio::join!(
         server.stop_within(Duration::from_secs(10)),
         close_code(&mut ws)
@@ -406,22 +337,16 @@ async fn many_subscribers_each_receive_every_event_in_order() {
     let api = Api::new(&server);
     let mut clients = Vec::new();
     for _ in 0..50 {
-        let mut ws = connect(&server).await;
-        join(&mut ws, "crowd", None).await;
-        clients.push(ws);
+        clients.push(connect_joined(&server, &["crowd"]).await);
     }
     let mut want = Vec::new();
     for n in 0..100 {
-        want.push(api.publish("crowd", "seat", json!({ "n": n })).await);
+        want.push(publish(&api, "crowd", "seat", json!({ "n": n })).await);
     }
-    want.extend(
-        api.publish_batch(
-            "crowd",
-            "seat",
-            (100..200).map(|n| json!({ "n": n })).collect(),
-        )
-        .await,
-    );
+    let batch = (100..200)
+        .map(|n| event_json("crowd", "seat", json!({ "n": n })))
+        .collect();
+    want.extend(api.publish_events(batch).await);
     let readers = clients
         .into_iter()
         .map(|mut ws| async move { events(&mut ws, 200).await });
@@ -440,11 +365,10 @@ async fn many_subscribers_each_receive_every_event_in_order() {
 async fn lagging_client_receives_every_event_once_in_order() {
     let server = TestServer::start_with(|c| c.limits.hub_buffer = 1).await;
     let api = Api::new(&server);
-    let mut ws = connect(&server).await;
-    join(&mut ws, "lag", None).await;
+    let mut ws = connect_joined(&server, &["lag"]).await;
     // The client reads nothing while the publishers run, so its room lags the
     // one-batch hub buffer many times over and must fall back to the store.
-    let want = publish_concurrently(&api, "lag", 4, 500).await;
+    let want = publish_concurrently(&api, 4, 500, |data| event_json("lag", "load", data)).await;
     let got = within(
         "2000 lagged events",
         Duration::from_secs(20),
@@ -452,53 +376,4 @@ async fn lagging_client_receives_every_event_once_in_order() {
     )
     .await;
     assert_frames(&got, &want);
-}
-
-/// Publishes `tasks * per_task` events to `stream` from concurrent tasks, each
-/// mixing single publishes and batches; returns them in id order.
-async fn publish_concurrently(
-    api: &Api,
-    stream: &str,
-    tasks: usize,
-    per_task: usize,
-) -> Vec<Published> {
-    let pad = "x".repeat(400);
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (api, stream, pad) = (api.clone(), stream.to_owned(), pad.clone());
-            tokio::spawn(async move {
-                let data = |n: usize| json!({ "task": t, "n": n, "pad": pad });
-                let mut out = Vec::with_capacity(per_task);
-                while out.len() < per_task {
-                    let n = out.len();
-                    if n % 50 < 10 {
-                        out.push(api.publish(&stream, "load", data(n)).await);
-                    } else {
-                        let end = (n + 40).min(per_task).min(n - n % 50 + 50);
-                        out.extend(
-                            api.publish_batch(&stream, "load", (n..end).map(data).collect())
-                                .await,
-                        );
-                    }
-                }
-                out
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(
-            within("publishers", Duration::from_secs(20), h)
-                .await
-                .expect("publisher task"),
-        );
-    }
-    let distinct: HashSet<&str> = all.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(
-        distinct.len(),
-        all.len(),
-        "every acknowledged id is distinct"
-    );
-    all.sort_by_key(|p| p.id.parse::<u64>().expect("digits"));
-    all
 }

@@ -39,7 +39,8 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
     let max = state.limits.ws_message_bytes;
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER + max * 2)
+        // Room for the largest event frame (event JSON plus the frame's own fields).
+        .max_write_buffer_size(WRITE_BUFFER + 2 * state.limits.event_bytes + 1024)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| Connection::new(state).run(socket))

@@ -1,7 +1,9 @@
 //! Test harness: a real server on 127.0.0.1:0 with a temporary data dir, and
 //! helpers to wait for conditions with deadlines (never fixed sleeps).
+//! `client` is the HTTP client the suites share; `process` runs the binary.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod process;
 
 use std::future::Future;
@@ -168,5 +170,18 @@ pub fn assert_error(status: u16, body: &serde_json::Value, want_status: u16, wan
             .as_str()
             .is_some_and(|m| !m.is_empty()),
         "message; body: {body}"
+    );
+}
+
+/// Asserts an `invalid_event` answer carries a detail with this field and code.
+pub fn assert_detail(body: &serde_json::Value, field: &str, code: &str) {
+    let details = body["error"]["details"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no details: {body}"));
+    assert!(
+        details.iter().any(|d| d["field"] == field
+            && d["code"] == code
+            && d["message"].as_str().is_some_and(|m| !m.is_empty())),
+        "want detail {field}/{code} in {body}"
     );
 }

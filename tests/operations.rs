@@ -1,0 +1,115 @@
+//! What an operator reads from a real server: the health probes with the
+//! detailed store and connection figures, and `GET /api/v1/events/streams`
+//! with each stream's client count.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client::{Api, EVENTS, HEALTH, STREAMS, assert_recent, id_of};
+use common::{TestServer, get_json, wait_until, within};
+use serde_json::json;
+
+#[tokio::test]
+async fn streams_lists_stored_streams_and_their_clients() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let (status, body) = api.get_json(STREAMS).await;
+    assert_eq!(
+        (status, &body["success"], &body["data"]),
+        (200, &json!(true), &json!({})),
+        "{body}"
+    );
+    for stream in ["orders", "alerts"] {
+        api.publish(json!({"type": "t", "stream_id": stream})).await;
+    }
+    let (_, body) = api.get_json(STREAMS).await;
+    assert_recent(&body["timestamp"]);
+    let data = body["data"].as_object().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        vec!["alerts", "orders"],
+        "{body}"
+    );
+    for info in data.values() {
+        assert_eq!(
+            (&info["clients"], &info["active"]),
+            (&json!(0), &json!(true)),
+            "{body}"
+        );
+        assert_eq!(
+            info["generator"],
+            json!({"running": false, "paused": false}),
+            "{body}"
+        );
+    }
+
+    // A long poll on `orders` is one client of it until it is answered.
+    let head = api.last_id().await;
+    let poll_url = api.url(&format!("{EVENTS}?streams=orders&after={head}&wait=20"));
+    let poller = tokio::spawn({
+        let client = api.http.clone();
+        async move { get_json(&client, &poll_url).await }
+    });
+    wait_until("orders has one client", Duration::from_secs(5), || async {
+        api.clients_of("orders").await == Some(1)
+    })
+    .await;
+    assert_eq!(api.clients_of("alerts").await, Some(0));
+    api.publish(json!({"type": "t", "stream_id": "orders"}))
+        .await;
+    let (status, answer) = within("long poll answers", Duration::from_secs(5), poller)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["events"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{answer}"
+    );
+    wait_until("orders has no client", Duration::from_secs(5), || async {
+        api.clients_of("orders").await == Some(0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_probes() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    for (path, want) in [
+        ("/health", "ok"),
+        ("/health/live", "alive"),
+        ("/health/ready", "ready"),
+        ("/ready", "ready"),
+    ] {
+        let (status, body) = api.get_json(path).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some(want)),
+            "{path}: {body}"
+        );
+    }
+    let (status, d) = api.get_json(HEALTH).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["version"], env!("CARGO_PKG_VERSION"));
+    assert!(d["uptime_seconds"].is_u64(), "{d}");
+    let store = &d["components"]["store"];
+    assert_eq!(
+        (&store["events"], &store["last_id"]),
+        (&json!(0), &json!("0")),
+        "{d}"
+    );
+    assert!(store["disk_bytes"].is_u64(), "{d}");
+    assert_eq!(
+        d["connections"],
+        json!({"sse": 0, "websocket": 0, "long_poll": 0}),
+        "{d}"
+    );
+
+    let ev = api.publish(json!({"type": "t"})).await;
+    api.publish(json!({"type": "t"})).await;
+    let (_, d) = api.get_json(HEALTH).await;
+    let store = &d["components"]["store"];
+    assert_eq!(store["events"], 2, "{d}");
+    assert_eq!(id_of(&store["last_id"]), id_of(&ev["id"]) + 1, "{d}");
+}
