@@ -96,8 +96,6 @@ pub struct Limits {
     pub hub_buffer: usize,
     /// Largest WebSocket message a client may send, in bytes.
     pub ws_message_bytes: usize,
-    /// Outgoing frames queued per WebSocket connection.
-    pub ws_send_queue: usize,
     /// Pending write requests queued in front of the group-commit writer.
     pub ingest_queue: usize,
 }
@@ -112,7 +110,6 @@ impl Default for Limits {
             poll_max_events: 1000,
             hub_buffer: 1024,
             ws_message_bytes: 64 * 1024,
-            ws_send_queue: 256,
             ingest_queue: 4096,
         }
     }
@@ -228,7 +225,6 @@ impl Config {
             ("limits.poll_max_events", l.poll_max_events),
             ("limits.hub_buffer", l.hub_buffer),
             ("limits.ws_message_bytes", l.ws_message_bytes),
-            ("limits.ws_send_queue", l.ws_send_queue),
             ("limits.ingest_queue", l.ingest_queue),
             ("storage.max_group_events", self.storage.max_group_events),
         ];

@@ -115,11 +115,7 @@ fn open(
         loop {
             tokio::select! {
                 items = sub.next_batch(SSE_BATCH) => match items {
-                    Ok(items) => {
-                        for item in items {
-                            yield Ok(frame(&item));
-                        }
-                    }
+                    Ok(items) => yield Ok(frames(&items)),
                     Err(e) => {
                         tracing::debug!(error = %e, "SSE stream ends");
                         break;
@@ -141,6 +137,20 @@ fn open(
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     cors(h);
     Ok(response)
+}
+
+/// The frames of one batch as one chunk, so a batch costs one write. Each
+/// event's frame is the shared one built once per event.
+fn frames(items: &[Item]) -> Bytes {
+    if let [one] = items {
+        return frame(one);
+    }
+    let frames: Vec<Bytes> = items.iter().map(frame).collect();
+    let mut chunk = Vec::with_capacity(frames.iter().map(Bytes::len).sum());
+    for f in &frames {
+        chunk.extend_from_slice(f);
+    }
+    Bytes::from(chunk)
 }
 
 fn frame(item: &Item) -> Bytes {

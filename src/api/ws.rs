@@ -1,7 +1,10 @@
 //! WebSocket (RFC 6455) with the realtime seed's `{type, payload}` protocol.
-//! Rooms are streams; each joined room is one `Subscription` pumped by its own
-//! task into the connection's bounded send queue. Event frames are built once
-//! per event (`EventRecord::ws_frame`) and shared by every connection.
+//! Rooms are streams; each joined room is one `Subscription`. One task per
+//! connection owns the socket and polls every room's subscription itself, so
+//! replies and events leave in the order they were produced and a slow client
+//! only slows its own subscriptions (which then catch up from the store).
+//! Event frames are built once per event (`EventRecord::ws_frame`) and shared
+//! by every connection; frames ready together are written with one flush.
 //!
 //! Client → server: `system:ping`, `room:join {room, after?}`, `room:leave {room}`.
 //! Server → client: `system:connected`, `system:pong`, `room:joined {room, cursor}`,
@@ -11,14 +14,16 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
+use futures_util::stream::{SelectAll, Stream};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::{parse_cursor, unix_now};
 use crate::app::{AppState, Transport};
@@ -30,6 +35,8 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rooms one connection may join.
 const MAX_ROOMS: usize = 64;
+/// Events taken from one room per wake-up.
+const ROOM_BATCH: usize = 256;
 /// Socket buffers: small, because an edge box may hold many connections.
 const READ_BUFFER: usize = 8 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
@@ -46,41 +53,60 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         .on_upgrade(move |socket| Connection::new(state).run(socket))
 }
 
+/// One room's subscription as a stream of batches; ends when left.
+type RoomStream = Pin<Box<dyn Stream<Item = (String, Vec<Item>)> + Send>>;
+
 struct Connection {
     state: AppState,
     id: String,
-    out: mpsc::Sender<Message>,
-    out_rx: Option<mpsc::Receiver<Message>>,
-    rooms: HashMap<String, JoinHandle<()>>,
+    /// Every joined room's subscription, polled together.
+    rooms: SelectAll<RoomStream>,
+    /// Cancelling a room's token ends its stream (leave).
+    joined: HashMap<String, CancellationToken>,
+    /// Replies produced by the last client message, sent in order.
+    replies: Vec<Message>,
 }
 
 impl Connection {
     fn new(state: AppState) -> Self {
-        let (out, out_rx) = mpsc::channel(state.limits.ws_send_queue);
         let id = format!("{:016x}", RandomState::new().hash_one(Instant::now()));
         Self {
             state,
             id,
-            out,
-            out_rx: Some(out_rx),
-            rooms: HashMap::new(),
+            rooms: SelectAll::new(),
+            joined: HashMap::new(),
+            replies: Vec::new(),
         }
     }
 
     async fn run(mut self, mut socket: WebSocket) {
         let _guard = self.state.connections.open(Transport::WebSocket);
-        let mut out_rx = self.out_rx.take().expect("run once");
         let hello = json!({"type": "system:connected", "payload": {
             "connection_id": self.id, "server": "tidings", "version": env!("CARGO_PKG_VERSION"), "timestamp": unix_now(),
         }});
         if socket.send(text(&hello)).await.is_err() {
             return;
         }
+        let close = self.serve(&mut socket).await;
+        for (_, token) in self.joined.drain() {
+            token.cancel();
+        }
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = socket.send(Message::Close(Some(frame))).await;
+        }
+    }
+
+    /// The connection loop; returns the close frame to send, if any.
+    async fn serve(&mut self, socket: &mut WebSocket) -> Option<(u16, &'static str)> {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         let mut last_pong = Instant::now();
         let shutdown = self.state.shutdown.clone();
-        let close = loop {
+        loop {
             tokio::select! {
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Text(t))) => self.handle_text(t.as_str()),
@@ -89,34 +115,30 @@ impl Connection {
                     }
                     Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
                     Some(Ok(Message::Ping(_))) => {} // tungstenite answers pings itself
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(e)) => break too_big(e),
+                    Some(Ok(Message::Close(_))) | None => return None,
+                    Some(Err(e)) => return too_big(e),
                 },
-                Some(msg) = out_rx.recv() => {
-                    if socket.send(msg).await.is_err() {
-                        break None;
+                Some((room, items)) = self.rooms.next() => {
+                    if send_items(socket, &room, items).await.is_err() {
+                        return None;
                     }
                 }
                 _ = ping.tick() => {
                     if last_pong.elapsed() > PONG_TIMEOUT {
-                        break Some((close_code::POLICY, "no pong within 60 s"));
+                        return Some((close_code::POLICY, "no pong within 60 s"));
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        break None;
-                    }
+                    self.replies.push(Message::Ping(Default::default()));
                 }
-                _ = shutdown.cancelled() => break Some((close_code::AWAY, "server shutting down")),
+                _ = shutdown.cancelled() => return Some((close_code::AWAY, "server shutting down")),
             }
-        };
-        for (_, task) in self.rooms.drain() {
-            task.abort();
-        }
-        if let Some((code, reason)) = close {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            };
-            let _ = socket.send(Message::Close(Some(frame))).await;
+            for reply in self.replies.drain(..) {
+                if socket.feed(reply).await.is_err() {
+                    return None;
+                }
+            }
+            if socket.flush().await.is_err() {
+                return None;
+            }
         }
     }
 
@@ -142,9 +164,9 @@ impl Connection {
                 }
             }
             Some("room:leave") => match room_of(payload) {
-                Ok(room) => match self.rooms.remove(&room) {
-                    Some(task) => {
-                        task.abort();
+                Ok(room) => match self.joined.remove(&room) {
+                    Some(token) => {
+                        token.cancel();
                         self.reply(json!({"type": "room:left", "payload": {"room": room}}));
                     }
                     None => self.reply_error("not_joined", format!("room {room:?} was not joined")),
@@ -158,16 +180,17 @@ impl Connection {
         }
     }
 
+    /// Opens the room's subscription (live from here on) and answers `room:joined`.
     fn join(&mut self, payload: &Value) -> Result<(), Error> {
         let room =
             room_of(payload).map_err(|e| Error::bad_request("invalid_room", e.to_string()))?;
-        if self.rooms.contains_key(&room) {
+        if self.joined.contains_key(&room) {
             return Err(Error::bad_request(
                 "already_joined",
                 format!("room {room:?} is already joined"),
             ));
         }
-        if self.rooms.len() >= MAX_ROOMS {
+        if self.joined.len() >= MAX_ROOMS {
             return Err(Error::bad_request(
                 "too_many_rooms",
                 format!("a connection may join at most {MAX_ROOMS} rooms"),
@@ -190,48 +213,58 @@ impl Connection {
             viewer: Viewer::default(),
         };
         let sub = Subscription::open(&self.state.store, &self.state.hub, filter, start)?;
-        let task = tokio::spawn(pump(room.clone(), sub, self.out.clone()));
-        self.rooms.insert(room, task);
+        let cursor = sub.position().to_string();
+        let token = self.state.shutdown.child_token();
+        self.rooms
+            .push(room_stream(room.clone(), sub, token.clone()));
+        self.joined.insert(room.clone(), token);
+        self.reply(json!({"type": "room:joined", "payload": {"room": room, "cursor": cursor}}));
         Ok(())
     }
 
-    fn reply(&self, v: Value) {
-        // A client that does not read its replies loses them, not the server's memory.
-        let _ = self.out.try_send(text(&v));
+    fn reply(&mut self, v: Value) {
+        self.replies.push(text(&v));
     }
 
-    fn reply_error(&self, code: &str, message: String) {
+    fn reply_error(&mut self, code: &str, message: String) {
         self.reply(json!({"type": "system:error", "payload": {"code": code, "message": message}}));
     }
 }
 
-/// Feeds one room's subscription into the connection's send queue. A slow
-/// client fills the queue; the subscription then lags the hub and catches up
-/// from the store, so nothing is lost.
-async fn pump(room: String, mut sub: Subscription, out: mpsc::Sender<Message>) {
-    let joined = json!({"type": "room:joined", "payload": {"room": room, "cursor": sub.position().to_string()}});
-    if out.send(text(&joined)).await.is_err() {
-        return;
-    }
-    loop {
-        let Ok(items) = sub.next_batch(256).await else {
-            return;
-        };
-        for item in items {
-            let msg = match item {
-                Item::Event(e) => match Utf8Bytes::try_from(e.ws_frame()) {
-                    Ok(t) => Message::Text(t),
-                    Err(_) => continue,
+/// A room's subscription as a stream of batches, ending when `left` is cancelled.
+fn room_stream(room: String, mut sub: Subscription, left: CancellationToken) -> RoomStream {
+    Box::pin(async_stream::stream! {
+        loop {
+            tokio::select! {
+                _ = left.cancelled() => break,
+                items = sub.next_batch(ROOM_BATCH) => match items {
+                    Ok(items) => yield (room.clone(), items),
+                    Err(_) => break,
                 },
-                Item::Gap { from, to } => text(&json!({"type": "system:gap", "payload": {
-                    "room": room, "from": from.to_string(), "to": to.to_string(),
-                }})),
-            };
-            if out.send(msg).await.is_err() {
-                return;
             }
         }
+    })
+}
+
+/// Writes a batch of a room's items; the caller flushes.
+async fn send_items(
+    socket: &mut WebSocket,
+    room: &str,
+    items: Vec<Item>,
+) -> Result<(), axum::Error> {
+    for item in items {
+        let msg = match item {
+            Item::Event(e) => match Utf8Bytes::try_from(e.ws_frame()) {
+                Ok(t) => Message::Text(t),
+                Err(_) => continue,
+            },
+            Item::Gap { from, to } => text(&json!({"type": "system:gap", "payload": {
+                "room": room, "from": from.to_string(), "to": to.to_string(),
+            }})),
+        };
+        socket.feed(msg).await?;
     }
+    Ok(())
 }
 
 fn room_of(payload: &Value) -> Result<String, &'static str> {
