@@ -60,7 +60,9 @@ pub struct StorageConfig {
     pub cache_mb: u64,
     /// Flush period in `async` durability, in milliseconds.
     pub flush_interval_ms: u64,
-    /// Most events one group commit writes into one segment.
+    /// Most events one group commit writes into one segment. Bounds the size
+    /// of a sled value and of a hub batch (memory held by the hub is at most
+    /// `limits.hub_buffer` × this × the event size).
     pub max_group_events: usize,
     /// Default time to live of an event, in seconds (7 days).
     pub default_ttl_secs: u64,
@@ -72,7 +74,7 @@ impl Default for StorageConfig {
             durability: Durability::Sync,
             cache_mb: 128,
             flush_interval_ms: 5,
-            max_group_events: 8192,
+            max_group_events: 2048,
             default_ttl_secs: 7 * 24 * 3600,
         }
     }
@@ -92,7 +94,8 @@ pub struct Limits {
     pub long_poll_max_wait_secs: u64,
     /// Most events one poll answer carries.
     pub poll_max_events: usize,
-    /// Commit groups buffered per hub channel before a slow reader falls back to the store.
+    /// Commit groups buffered per hub channel before a slow reader falls back
+    /// to the store.
     pub hub_buffer: usize,
     /// Largest WebSocket message a client may send, in bytes.
     pub ws_message_bytes: usize,
@@ -108,7 +111,7 @@ impl Default for Limits {
             event_bytes: 64 * 1024,
             long_poll_max_wait_secs: 25,
             poll_max_events: 1000,
-            hub_buffer: 1024,
+            hub_buffer: 256,
             ws_message_bytes: 64 * 1024,
             ingest_queue: 4096,
         }
