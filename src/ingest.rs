@@ -241,10 +241,12 @@ fn commit(writer: &mut Writer, hub: &Hub, group: Vec<Request>, sync: bool) {
     match result {
         Ok(committed) => {
             writer.publish_visible();
-            hub.publish(&committed.records);
+            // Durable and visible: acknowledge first, so producers are not
+            // queued behind the wake-ups of every subscriber.
             for (reply, outcome) in replies.into_iter().zip(committed.outcomes) {
                 let _ = reply.send(Ok(outcome));
             }
+            hub.publish(&committed.records);
         }
         Err(e) => {
             tracing::error!(error = %e, events = events.iter().map(Vec::len).sum::<usize>(), "group commit failed");

@@ -37,8 +37,9 @@ const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_ROOMS: usize = 64;
 /// Events taken from one room per wake-up.
 const ROOM_BATCH: usize = 256;
-/// Socket buffers: small, because an edge box may hold many connections.
-const READ_BUFFER: usize = 8 * 1024;
+/// Socket buffers: small, because an edge box may hold many connections
+/// (and tungstenite zero-fills its read buffer on every read).
+const READ_BUFFER: usize = 2 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
 /// # `GET /ws`

@@ -86,6 +86,11 @@ pub struct ReadResult {
     pub head: u64,
 }
 
+/// sled's log segment size. A sled page larger than a quarter of it goes to a
+/// separate blob file; our values are whole commit groups, so the default
+/// (512 KiB) would push most leaf nodes of `log` into blobs.
+const SLED_SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+
 /// How many segments one read may visit before it returns what it has.
 const SCAN_BUDGET: usize = 4096;
 
@@ -106,6 +111,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(cfg.cache_mb * 1024 * 1024)
+            .segment_size(SLED_SEGMENT_BYTES)
             .flush_every_ms(Some(flush_ms))
             .open()
             .map_err(|e| match e {
