@@ -57,8 +57,12 @@ struct Inner {
     store: Store,
 }
 
+/// The writer's answer; the events come back so that their buffers are freed
+/// on the task that allocated them, not on the writer thread.
+type Answer = (Result<Vec<Outcome>>, Vec<NewEvent>);
+
 enum Msg {
-    Write(Vec<NewEvent>, oneshot::Sender<Result<Vec<Outcome>>>),
+    Write(Vec<NewEvent>, oneshot::Sender<Answer>),
     Stop,
 }
 
@@ -175,7 +179,8 @@ impl Ingest {
             .send(Msg::Write(events, reply))
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
+        let (outcomes, _events) = answer.await.map_err(|_| Error::ShuttingDown)?;
+        outcomes
     }
 
     /// Asks the writer to finish what is queued, flush and stop.
@@ -218,8 +223,8 @@ fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Msg>, hub: Hub, max_gro
     }
     rx.close();
     while let Ok(msg) = rx.try_recv() {
-        if let Msg::Write(_, reply) = msg {
-            let _ = reply.send(Err(Error::ShuttingDown));
+        if let Msg::Write(events, reply) = msg {
+            let _ = reply.send((Err(Error::ShuttingDown), events));
         }
     }
     if let Err(e) = writer.store().flush_blocking() {
@@ -228,7 +233,7 @@ fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Msg>, hub: Hub, max_gro
     tracing::info!("writer stopped");
 }
 
-type Request = (Vec<NewEvent>, oneshot::Sender<Result<Vec<Outcome>>>);
+type Request = (Vec<NewEvent>, oneshot::Sender<Answer>);
 
 fn commit(writer: &mut Writer, hub: &Hub, group: Vec<Request>, sync: bool) {
     let (events, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
@@ -243,15 +248,17 @@ fn commit(writer: &mut Writer, hub: &Hub, group: Vec<Request>, sync: bool) {
             writer.publish_visible();
             // Durable and visible: acknowledge first, so producers are not
             // queued behind the wake-ups of every subscriber.
-            for (reply, outcome) in replies.into_iter().zip(committed.outcomes) {
-                let _ = reply.send(Ok(outcome));
+            for ((reply, outcome), events) in
+                replies.into_iter().zip(committed.outcomes).zip(events)
+            {
+                let _ = reply.send((Ok(outcome), events));
             }
             hub.publish(&committed.records);
         }
         Err(e) => {
             tracing::error!(error = %e, events = events.iter().map(Vec::len).sum::<usize>(), "group commit failed");
-            for reply in replies {
-                let _ = reply.send(Err(Error::Store(e.to_string())));
+            for (reply, events) in replies.into_iter().zip(events) {
+                let _ = reply.send((Err(Error::Store(e.to_string())), events));
             }
         }
     }
