@@ -189,6 +189,12 @@ fn poll_case(query: &'static str, code: &'static str) -> Case {
     case(Method::GET, query, "", 400, code)
 }
 
+/// A poll naming 65 streams, one more than a reader may name.
+fn too_many_streams() -> &'static str {
+    let names: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+    Box::leak(format!("/api/v1/events?streams={}", names.join(",")).into_boxed_str())
+}
+
 /// Every bad input, one row each.
 fn cases() -> Vec<Case> {
     let unsupported = |path: &'static str, body: &str| {
@@ -282,6 +288,7 @@ fn cases() -> Vec<Case> {
         poll_case("/api/v1/events?wait=nan", "invalid_wait"),
         poll_case("/api/v1/events?streams=a%20b", "invalid_stream"),
         poll_case("/api/v1/events?streams=ok,", "invalid_stream"),
+        poll_case(too_many_streams(), "too_many_streams"),
     ]
 }
 

@@ -85,11 +85,22 @@ pub fn parse_cursor(name: &str, value: &str) -> Result<u64, Error> {
     })
 }
 
+/// Most streams one poll or SSE connection may name.
+pub const MAX_STREAMS_PER_READ: usize = 64;
+
 /// Parses a comma-separated list of stream names.
 pub fn parse_stream_list(value: Option<&str>) -> Result<Option<Vec<String>>, Error> {
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
+    if value.split(',').count() > MAX_STREAMS_PER_READ {
+        return Err(Error::bad_request(
+            "too_many_streams",
+            format!(
+                "one reader may name at most {MAX_STREAMS_PER_READ} streams; leave `streams` out to read all"
+            ),
+        ));
+    }
     value
         .split(',')
         .map(|s| crate::event::parse_stream_name("streams", s.trim()))
