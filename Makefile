@@ -13,10 +13,13 @@ run:
 test: test-deps
 	$(CARGO) test --locked
 
-## test-deps: external programs the tests use (none yet for the spine; later
-## suites add redis-server and chromium here, installed only when missing)
+## test-deps: what the tests use beyond cargo, installed only when missing:
+## the Python clients of tests/interop (later suites add redis-server, chromium)
+PY_MODULES = requests sseclient-py websockets
 test-deps:
-	@true
+	@python3 -c "import requests, sseclient, websockets" 2>/dev/null || \
+	  python3 -m pip install --quiet $(PY_MODULES) || \
+	  python3 -m pip install --quiet --break-system-packages $(PY_MODULES)
 
 build:
 	$(CARGO) build --locked
