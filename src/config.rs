@@ -99,6 +99,11 @@ pub struct Limits {
     pub hub_buffer: usize,
     /// Largest WebSocket message a client may send, in bytes.
     pub ws_message_bytes: usize,
+    /// Seconds between the server's WebSocket pings (the realtime seed's `WS_PING_INTERVAL`).
+    pub ws_ping_interval_secs: u64,
+    /// A WebSocket that has not answered a ping for this long is closed
+    /// (1008; the realtime seed's `WS_PONG_TIMEOUT`).
+    pub ws_pong_timeout_secs: u64,
     /// Pending write requests queued in front of the group-commit writer.
     pub ingest_queue: usize,
 }
@@ -113,6 +118,8 @@ impl Default for Limits {
             poll_max_events: 1000,
             hub_buffer: 256,
             ws_message_bytes: 64 * 1024,
+            ws_ping_interval_secs: 30,
+            ws_pong_timeout_secs: 60,
             ingest_queue: 4096,
         }
     }
@@ -242,6 +249,12 @@ impl Config {
                 l.event_bytes, l.body_bytes
             )));
         }
+        if l.ws_ping_interval_secs == 0 || l.ws_pong_timeout_secs <= l.ws_ping_interval_secs {
+            return Err(ConfigError(format!(
+                "limits.ws_ping_interval_secs ({}) must be at least 1 and below limits.ws_pong_timeout_secs ({})",
+                l.ws_ping_interval_secs, l.ws_pong_timeout_secs
+            )));
+        }
         if l.long_poll_max_wait_secs > 3600 {
             return Err(ConfigError(
                 "limits.long_poll_max_wait_secs must be at most 3600".into(),
@@ -313,6 +326,10 @@ mod tests {
             ("listen = \"nowhere\"", "listen"),
             ("[storage]\ndurability = \"maybe\"", "durability"),
             ("[limits]\nbatch_events = 0", "limits.batch_events"),
+            (
+                "[limits]\nws_ping_interval_secs = 60",
+                "limits.ws_pong_timeout_secs",
+            ),
             ("[limits]\nbody_bytes = \"big\"", "body_bytes"),
         ] {
             std::fs::write(&file, text).unwrap();

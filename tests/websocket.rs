@@ -319,6 +319,50 @@ async fn events_larger_than_the_client_message_limit_are_still_delivered() {
     assert_frames(&got, &want);
 }
 
+/// Pings every second, closes after two seconds without a pong.
+async fn fast_keepalive_server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.limits.ws_ping_interval_secs = 1;
+        c.limits.ws_pong_timeout_secs = 2;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed_with_1008() {
+    let server = fast_keepalive_server().await;
+    let api = Api::new(&server);
+    let mut ws = connect(&server).await;
+    // While nothing reads this socket, tungstenite sends no pongs for it.
+    common::wait_until(
+        "the server drops the silent client",
+        Duration::from_secs(15),
+        || {
+            let api = api.clone();
+            async move { api.connections("websocket").await == Some(0) }
+        },
+    )
+    .await;
+    assert_eq!(close_code(&mut ws).await, 1008);
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays_past_the_timeout() {
+    let server = fast_keepalive_server().await;
+    let mut ws = connect(&server).await;
+    // Reading answers each ping; four pings span twice the pong timeout.
+    let mut pings = 0;
+    while pings < 4 {
+        match within("server ping", Duration::from_secs(5), ws.next()).await {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Close(frame))) => panic!("closed although it answered: {frame:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("connection broke: {other:?}"),
+        }
+    }
+    ping_pong(&mut ws).await;
+}
+
 #[tokio::test]
 async fn graceful_shutdown_sends_close_1001() {
     let server = TestServer::start().await;

@@ -10,7 +10,8 @@
 //! Server → client: `system:connected`, `system:pong`, `room:joined {room, cursor}`,
 //! `room:left {room}`, events `{type, payload, id, stream_id, timestamp}`,
 //! `system:gap {room, from, to}`, `system:error {code, message}`.
-//! Close codes: 1000 normal, 1001 server going away, 1008 policy, 1009 too big.
+//! Close codes: 1000 normal, 1001 server going away, 1008 policy (no pong within
+//! `limits.ws_pong_timeout_secs`), 1009 too big.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -31,8 +32,6 @@ use crate::error::Error;
 use crate::event::valid_stream_name;
 use crate::subscribe::{Filter, Item, Start, Subscription, Viewer};
 
-const PING_EVERY: Duration = Duration::from_secs(30);
-const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rooms one connection may join.
 const MAX_ROOMS: usize = 64;
 /// Events taken from one room per wake-up.
@@ -103,8 +102,9 @@ impl Connection {
 
     /// The connection loop; returns the close frame to send, if any.
     async fn serve(&mut self, socket: &mut WebSocket) -> Option<(u16, &'static str)> {
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let every = Duration::from_secs(self.state.limits.ws_ping_interval_secs);
+        let pong_timeout = Duration::from_secs(self.state.limits.ws_pong_timeout_secs);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut last_pong = Instant::now();
         let shutdown = self.state.shutdown.clone();
         loop {
@@ -125,8 +125,8 @@ impl Connection {
                     }
                 }
                 _ = ping.tick() => {
-                    if last_pong.elapsed() > PONG_TIMEOUT {
-                        return Some((close_code::POLICY, "no pong within 60 s"));
+                    if last_pong.elapsed() >= pong_timeout {
+                        return Some((close_code::POLICY, "no pong within the timeout"));
                     }
                     self.replies.push(Message::Ping(Default::default()));
                 }
