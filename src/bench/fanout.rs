@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use super::Target;
 use super::http::{Conn, Endpoint};
-use super::stats::{self, CpuSample, CpuUse, Latency};
+use super::stats::{self, Acks as Published, CpuSample, CpuUse, Latency};
 use super::subscriber::{self, Shared, SubStats, Transport};
 
 /// Concurrent connection attempts while subscribers join.
@@ -283,14 +282,6 @@ async fn drain(shared: &Shared, expected: u64) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// What the publishers did.
-struct Published {
-    events: u64,
-    errors: u64,
-    first_error: Option<String>,
-    latency: Histogram<u64>,
-}
-
 /// Publishes `rate` events/s for the duration: `publishers` tasks, each on
 /// its own connection and its own tick, staggered so that together they
 /// send one event every 1/rate s. Publishing stops at the end of the
@@ -309,18 +300,8 @@ async fn publish(args: &FanoutArgs, endpoint: &Arc<Endpoint>, publishers: usize)
     let mut total = Published::new();
     for task in tasks {
         match task.await {
-            Ok(p) => {
-                total.events += p.events;
-                total.errors += p.errors;
-                total.first_error = total.first_error.or(p.first_error);
-                stats::merge(&mut total.latency, &p.latency);
-            }
-            Err(e) => {
-                total.errors += 1;
-                total
-                    .first_error
-                    .get_or_insert(format!("publisher task failed: {e}"));
-            }
+            Ok(p) => total.add(p),
+            Err(e) => total.error(format!("publisher task failed: {e}")),
         }
     }
     total
@@ -342,50 +323,35 @@ async fn publisher(
         if ticks.tick().await >= end || tokio::time::Instant::now() >= end {
             return out;
         }
-        out.post(&mut conn, endpoint, stream).await;
+        post(&mut out, &mut conn, endpoint, stream).await;
     }
 }
 
-impl Published {
-    fn new() -> Self {
-        Self {
-            events: 0,
-            errors: 0,
-            first_error: None,
-            latency: stats::histogram(3),
+/// Publishes one event stamped with the time now, (re)connecting first
+/// when needed.
+async fn post(out: &mut Published, conn: &mut Option<Conn>, endpoint: &Endpoint, stream: &str) {
+    let c = match conn.as_mut() {
+        Some(c) => c,
+        None => match Conn::open(endpoint).await {
+            Ok(c) => conn.insert(c),
+            Err(e) => return out.error(format!("publisher connect: {e}")),
+        },
+    };
+    let sent = Instant::now();
+    let body = format!(
+        "{{\"type\":\"bench\",\"stream_id\":\"{stream}\",\"data\":{{\"sent_ns\":{}}}}}",
+        stats::unix_nanos()
+    );
+    match c.post_json("/api/v1/events", body.as_bytes()).await {
+        Ok(a) if a.status == 201 => {
+            out.events += 1;
+            out.requests += 1;
+            stats::record(&mut out.latency, sent.elapsed().as_micros() as u64);
         }
-    }
-
-    fn error(&mut self, message: String) {
-        self.errors += 1;
-        self.first_error.get_or_insert(message);
-    }
-
-    /// Publishes one event stamped with the time now, (re)connecting first
-    /// when needed.
-    async fn post(&mut self, conn: &mut Option<Conn>, endpoint: &Endpoint, stream: &str) {
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match Conn::open(endpoint).await {
-                Ok(c) => conn.insert(c),
-                Err(e) => return self.error(format!("publisher connect: {e}")),
-            },
-        };
-        let sent = Instant::now();
-        let body = format!(
-            "{{\"type\":\"bench\",\"stream_id\":\"{stream}\",\"data\":{{\"sent_ns\":{}}}}}",
-            stats::unix_nanos()
-        );
-        match c.post_json("/api/v1/events", body.as_bytes()).await {
-            Ok(a) if a.status == 201 => {
-                self.events += 1;
-                stats::record(&mut self.latency, sent.elapsed().as_micros() as u64);
-            }
-            Ok(a) => self.error(format!("publish HTTP {}: {}", a.status, a.snippet(300))),
-            Err(e) => {
-                self.error(format!("publish: {e}"));
-                *conn = None;
-            }
+        Ok(a) => out.error(format!("publish HTTP {}: {}", a.status, a.snippet(300))),
+        Err(e) => {
+            out.error(format!("publish: {e}"));
+            *conn = None;
         }
     }
 }

@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::Target;
 use super::http::{Conn, Endpoint};
-use super::stats::{self, CpuSample, CpuUse, Latency};
+use super::stats::{self, Acks as Tally, CpuSample, CpuUse, Latency};
 
 /// Options of `tidings bench publish`.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,15 +62,6 @@ pub struct PublishReport {
     pub ack_latency: Latency,
     /// CPU use during the run.
     pub cpu: CpuUse,
-}
-
-/// What one connection's loop counted.
-struct Tally {
-    events: u64,
-    requests: u64,
-    errors: u64,
-    first_error: Option<String>,
-    latency: Histogram<u64>,
 }
 
 /// Runs the publish scenario against `url`; `server_pid` lets it read the
@@ -187,33 +177,6 @@ fn count_events(path: &str, body: &[u8]) -> u64 {
             .unwrap_or(0)
     } else {
         1
-    }
-}
-
-impl Tally {
-    fn new() -> Self {
-        Self {
-            events: 0,
-            requests: 0,
-            errors: 0,
-            first_error: None,
-            latency: stats::histogram(3),
-        }
-    }
-
-    fn error(&mut self, message: String) {
-        self.errors += 1;
-        self.first_error.get_or_insert(message);
-    }
-
-    fn add(&mut self, other: Tally) {
-        self.events += other.events;
-        self.requests += other.requests;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        stats::merge(&mut self.latency, &other.latency);
     }
 }
 

@@ -18,6 +18,44 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 /// A latency histogram in microseconds with `sigfig` significant digits
 /// (3 for a few per-connection histograms, 2 for thousands of subscribers).
+/// What publishing connections counted: events acknowledged, requests,
+/// errors (the first one kept) and the acknowledgement latency in µs.
+pub struct Acks {
+    pub events: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub latency: Histogram<u64>,
+}
+
+impl Acks {
+    pub fn new() -> Self {
+        Self {
+            events: 0,
+            requests: 0,
+            errors: 0,
+            first_error: None,
+            latency: histogram(3),
+        }
+    }
+
+    pub fn error(&mut self, message: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(message);
+    }
+
+    /// Adds another connection's counts to these.
+    pub fn add(&mut self, other: Acks) {
+        self.events += other.events;
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        merge(&mut self.latency, &other.latency);
+    }
+}
+
 pub fn histogram(sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, sigfig).expect("constant bounds are valid")
 }
