@@ -91,11 +91,9 @@ pub async fn run(
         tracing::info!("shutting down: closing streams, draining requests");
         signal.cancel();
     });
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(token.clone().cancelled_owned());
+    let listener = crate::net::LimitedListener::new(listener, config.limits.max_connections);
+    let served =
+        axum::serve(listener, router).with_graceful_shutdown(token.clone().cancelled_owned());
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let server = tokio::spawn(async move { served.await });
     token.cancelled().await;

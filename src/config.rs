@@ -106,6 +106,9 @@ pub struct Limits {
     pub ws_pong_timeout_secs: u64,
     /// Pending write requests queued in front of the group-commit writer.
     pub ingest_queue: usize,
+    /// Open TCP connections (HTTP, SSE, WebSocket together); more are
+    /// answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -121,6 +124,7 @@ impl Default for Limits {
             ws_ping_interval_secs: 30,
             ws_pong_timeout_secs: 60,
             ingest_queue: 4096,
+            max_connections: 10_000,
         }
     }
 }
@@ -236,6 +240,7 @@ impl Config {
             ("limits.hub_buffer", l.hub_buffer),
             ("limits.ws_message_bytes", l.ws_message_bytes),
             ("limits.ingest_queue", l.ingest_queue),
+            ("limits.max_connections", l.max_connections),
             ("storage.max_group_events", self.storage.max_group_events),
         ];
         for (key, value) in positive {

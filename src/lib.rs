@@ -9,6 +9,7 @@
 //! - [`ingest`]: THE write path (validate → idempotency → seq → store → hub).
 //! - [`subscribe`]: THE read path (`Subscription`: catch-up, then live).
 //! - [`api`]: HTTP routes, adapters onto the two paths.
+//! - [`net`]: accepting connections (limit, `TCP_NODELAY`).
 //! - [`app`]: state, listener, shutdown.
 //! - [`bench`]: the load generator behind `tidings bench`.
 #![forbid(unsafe_code)]
@@ -21,5 +22,6 @@ pub mod error;
 pub mod event;
 pub mod hub;
 pub mod ingest;
+pub mod net;
 pub mod store;
 pub mod subscribe;

@@ -113,3 +113,48 @@ async fn health_probes() {
     assert_eq!(store["events"], 2, "{d}");
     assert_eq!(id_of(&store["last_id"]), id_of(&ev["id"]) + 1, "{d}");
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_a_503_json_error() {
+    let server = TestServer::start_with(|c| c.limits.max_connections = 2).await;
+    // Two WebSockets take both slots; the harness's readiness probe may still
+    // be closing, so a refused handshake is retried until the deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        match tokio_tungstenite::connect_async(server.ws_url("/ws")).await {
+            Ok((ws, _)) => held.push(ws),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("could not open two WebSockets under a limit of 2: {e}"),
+        }
+    }
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let (status, body) = get_json(&fresh(), &server.url(HEALTH)).await;
+    common::assert_error(status, &body, 503, "too_many_connections");
+
+    drop(held.pop());
+    wait_until(
+        "a freed slot is usable again",
+        Duration::from_secs(10),
+        || {
+            let url = server.url(HEALTH);
+            let client = fresh();
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        },
+    )
+    .await;
+}
