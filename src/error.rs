@@ -52,6 +52,9 @@ pub enum Error {
     /// The request's content type is not one we read.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A request to `/ws` that is not a valid WebSocket handshake.
+    #[error("{0}")]
+    BadHandshake(String),
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),

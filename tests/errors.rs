@@ -289,6 +289,7 @@ fn cases() -> Vec<Case> {
         poll_case("/api/v1/events?streams=a%20b", "invalid_stream"),
         poll_case("/api/v1/events?streams=ok,", "invalid_stream"),
         poll_case(too_many_streams(), "too_many_streams"),
+        case(Method::GET, "/ws", "", 400, "invalid_websocket_handshake"),
     ]
 }
 

@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use futures_util::stream::{SelectAll, Stream};
@@ -42,15 +43,25 @@ const READ_BUFFER: usize = 2 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
 /// # `GET /ws`
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Error> {
+    let ws = ws.map_err(|r| {
+        Error::BadHandshake(format!(
+            "{}; connect with a WebSocket client (RFC 6455)",
+            r.body_text()
+        ))
+    })?;
     let max = state.limits.ws_message_bytes;
-    ws.read_buffer_size(READ_BUFFER)
+    Ok(ws
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         // Room for the largest event frame (event JSON plus the frame's own fields).
         .max_write_buffer_size(WRITE_BUFFER + 2 * state.limits.event_bytes + 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| Connection::new(state).run(socket))
+        .on_upgrade(move |socket| Connection::new(state).run(socket)))
 }
 
 /// One room's subscription as a stream of batches; ends when left.
