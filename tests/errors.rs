@@ -290,6 +290,13 @@ fn cases() -> Vec<Case> {
         poll_case("/api/v1/events?streams=ok,", "invalid_stream"),
         poll_case(too_many_streams(), "too_many_streams"),
         case(Method::GET, "/ws", "", 400, "invalid_websocket_handshake"),
+        case(
+            Method::GET,
+            "/api/v1/events/stream/%FF",
+            "",
+            400,
+            "invalid_path",
+        ),
     ]
 }
 

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::error::ApiQuery;
+use super::error::{ApiPath, ApiQuery};
 use super::{parse_cursor, parse_stream_list, parse_type_list};
 use crate::app::{AppState, Transport};
 use crate::error::Result;
@@ -33,7 +33,7 @@ pub struct SseQuery {
 /// One stream as SSE, in the SSE seed's format.
 pub async fn stream_events(
     State(state): State<AppState>,
-    Path(stream_id): Path<String>,
+    ApiPath(stream_id): ApiPath<String>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<SseQuery>,
 ) -> Result<Response> {
