@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::FieldError;
 
@@ -94,7 +95,8 @@ pub struct EventInput {
     pub source: Option<String>,
     pub subject: Option<String>,
     pub message: Option<String>,
-    pub data: Option<Value>,
+    /// Kept as the producer's JSON text (validated, not rebuilt as a tree).
+    pub data: Option<Box<RawValue>>,
     pub user_id: Option<String>,
     pub audience: Option<String>,
     /// Producer's idempotency key.
@@ -240,7 +242,7 @@ impl EventInput {
             source: self.source.as_deref(),
             subject: self.subject.as_deref(),
             message: self.message.as_deref(),
-            data: self.data.as_ref(),
+            data: self.data.as_deref(),
             user_id: self.user_id.as_deref(),
             audience,
             timestamp,
@@ -291,7 +293,7 @@ struct Body<'a> {
     source: Option<&'a str>,
     subject: Option<&'a str>,
     message: Option<&'a str>,
-    data: Option<&'a Value>,
+    data: Option<&'a RawValue>,
     user_id: Option<&'a str>,
     audience: Audience,
     timestamp: i64,
@@ -319,7 +321,7 @@ fn encode_body(b: &Body) -> (Bytes, (u32, u32)) {
     out.extend_from_slice(b",\"data\":");
     let start = out.len();
     match b.data {
-        Some(v) => serde_json::to_writer(&mut out, v).expect("a Value always encodes"),
+        Some(raw) => write_compact(&mut out, raw),
         None => out.extend_from_slice(b"null"),
     }
     let span = (start as u32, (out.len() - start) as u32);
@@ -333,6 +335,19 @@ fn encode_body(b: &Body) -> (Bytes, (u32, u32)) {
     );
     out.extend_from_slice(tail.as_bytes());
     (Bytes::from(out), span)
+}
+
+/// Copies a JSON value as it came, unless it spans lines: line breaks can only
+/// be whitespace between tokens (inside strings they are escaped), and an SSE
+/// `data:` line must not contain one, so such values are re-encoded compactly.
+fn write_compact(out: &mut Vec<u8>, raw: &RawValue) {
+    let text = raw.get();
+    if !text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let value: Value = serde_json::from_str(text).expect("a RawValue is valid JSON");
+    serde_json::to_writer(out, &value).expect("a Value always encodes");
 }
 
 /// Prefix the store puts before a body to make the full event JSON.
@@ -437,7 +452,7 @@ mod tests {
     }
 
     fn input(v: Value) -> EventInput {
-        serde_json::from_value(v).unwrap()
+        serde_json::from_str(&v.to_string()).unwrap()
     }
 
     #[test]
@@ -476,6 +491,23 @@ mod tests {
             b"{\"n\":1}"
         );
         assert_eq!(e.expires_at, 1_763_900_060);
+    }
+
+    #[test]
+    fn data_is_kept_as_sent_but_never_spans_lines() {
+        let data_of = |body: &str| {
+            let e: EventInput = serde_json::from_str(body).unwrap();
+            let e = e.normalize(rules(), Now::system()).unwrap();
+            String::from_utf8(e.body[e.data_span.0 as usize..][..e.data_span.1 as usize].to_vec()).unwrap()
+        };
+        for (body, want) in [
+            (r#"{"type":"t","data":{"a": 1, "b":"x y"}}"#, r#"{"a": 1, "b":"x y"}"#),
+            ("{\"type\":\"t\",\"data\":{\n  \"a\": [1,\r\n 2],\n  \"s\": \"l1\\nl2\"\n}}", r#"{"a":[1,2],"s":"l1\nl2"}"#),
+            (r#"{"type":"t","data":null}"#, "null"),
+            (r#"{"type":"t"}"#, "null"),
+        ] {
+            assert_eq!(data_of(body), want, "{body}");
+        }
     }
 
     #[test]

@@ -204,6 +204,11 @@ fn cloud_event(v: Value) -> Result<EventInput> {
         (d, None) => d,
         (None, Some(b64)) => Some(Value::String(b64)),
     };
+    let data = data
+        .filter(|d| !d.is_null())
+        .map(|d| serde_json::value::to_raw_value(&d))
+        .transpose()
+        .map_err(|e| Error::Internal(format!("re-encoding CloudEvent data: {e}")))?;
     Ok(EventInput {
         stream_id,
         event_type: Some(event_type),
