@@ -498,11 +498,18 @@ mod tests {
         let data_of = |body: &str| {
             let e: EventInput = serde_json::from_str(body).unwrap();
             let e = e.normalize(rules(), Now::system()).unwrap();
-            String::from_utf8(e.body[e.data_span.0 as usize..][..e.data_span.1 as usize].to_vec()).unwrap()
+            String::from_utf8(e.body[e.data_span.0 as usize..][..e.data_span.1 as usize].to_vec())
+                .unwrap()
         };
         for (body, want) in [
-            (r#"{"type":"t","data":{"a": 1, "b":"x y"}}"#, r#"{"a": 1, "b":"x y"}"#),
-            ("{\"type\":\"t\",\"data\":{\n  \"a\": [1,\r\n 2],\n  \"s\": \"l1\\nl2\"\n}}", r#"{"a":[1,2],"s":"l1\nl2"}"#),
+            (
+                r#"{"type":"t","data":{"a": 1, "b":"x y"}}"#,
+                r#"{"a": 1, "b":"x y"}"#,
+            ),
+            (
+                "{\"type\":\"t\",\"data\":{\n  \"a\": [1,\r\n 2],\n  \"s\": \"l1\\nl2\"\n}}",
+                r#"{"a":[1,2],"s":"l1\nl2"}"#,
+            ),
             (r#"{"type":"t","data":null}"#, "null"),
             (r#"{"type":"t"}"#, "null"),
         ] {
