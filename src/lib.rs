@@ -9,7 +9,7 @@
 //! - [`ingest`]: THE write path (validate → idempotency → seq → store → hub).
 //! - [`subscribe`]: THE read path (`Subscription`: catch-up, then live).
 //! - [`api`]: HTTP routes, adapters onto the two paths.
-//! - [`net`]: accepting connections (limit, `TCP_NODELAY`).
+//! - [`net`]: accepting connections (the connection limit).
 //! - [`app`]: state, listener, shutdown.
 //! - [`bench`]: the load generator behind `tidings bench`.
 #![forbid(unsafe_code)]
