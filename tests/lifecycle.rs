@@ -174,3 +174,65 @@ async fn sigterm_drains_clients_and_exits_zero() {
     .await;
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_overrides_the_file_and_flags_override_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tidings.toml");
+    let from_file = dir.path().join("from-file");
+    let from_env = dir.path().join("from-env");
+    let from_flag = dir.path().join("from-flag");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {:?}\n[limits]\nbatch_events = 2\n",
+            from_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    // ServerProcess passes --data-dir (a flag), which must beat TIDINGS_DATA_DIR.
+    let config = file.to_str().unwrap();
+    let env = [
+        ("TIDINGS_DATA_DIR", from_env.to_str().unwrap()),
+        ("TIDINGS_LIMITS__BATCH_EVENTS", "3"),
+    ];
+    let server = ServerProcess::spawn(&from_flag, &["--config", config], &env);
+    let client = reqwest::Client::new();
+    let batch = |n: usize| serde_json::json!({"events": (0..n).map(|i| serde_json::json!({"type": "t", "data": i})).collect::<Vec<_>>()});
+    let three = client
+        .post(server.url("/api/v1/events/batch"))
+        .json(&batch(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        three.status(),
+        201,
+        "the environment's batch limit (3) beats the file's (2)"
+    );
+    let four = client
+        .post(server.url("/api/v1/events/batch"))
+        .json(&batch(4))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(four.status(), 400);
+    let body: Value = four.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "batch_too_large");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3"),
+        "{body}"
+    );
+    server.kill();
+    assert!(
+        from_flag.join("db").is_dir(),
+        "the --data-dir flag beats the environment and the file"
+    );
+    assert!(
+        !from_env.exists() && !from_file.exists(),
+        "neither the environment's nor the file's data_dir is used"
+    );
+}
