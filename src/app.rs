@@ -82,7 +82,7 @@ pub async fn run(
         shutdown: token.clone(),
         started: Instant::now(),
     };
-    let router = crate::api::router(state);
+    let router = crate::api::router(state, &config.cors.allow_origins);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), durability = ?config.storage.durability, "tidings listening");
     let signal = token.clone();

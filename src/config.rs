@@ -22,6 +22,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: Limits,
     pub streams: StreamsConfig,
+    pub cors: CorsConfig,
     pub log: LogConfig,
     /// Seconds a graceful shutdown may take before connections are dropped.
     pub shutdown_grace_secs: u64,
@@ -35,6 +36,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             streams: StreamsConfig::default(),
+            cors: CorsConfig::default(),
             log: LogConfig::default(),
             shutdown_grace_secs: 10,
         }
@@ -140,6 +142,23 @@ pub struct StreamsConfig {
 impl Default for StreamsConfig {
     fn default() -> Self {
         Self { auto_create: true }
+    }
+}
+
+/// Browsers on other origins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorsConfig {
+    /// Origins allowed to call the API (`https://app.example`); `"*"` allows
+    /// every origin, an empty list sends no CORS headers.
+    pub allow_origins: Vec<String>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allow_origins: vec!["*".into()],
+        }
     }
 }
 
@@ -265,6 +284,17 @@ impl Config {
                 "limits.long_poll_max_wait_secs must be at most 3600".into(),
             ));
         }
+        for origin in &self.cors.allow_origins {
+            let shaped = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && origin.bytes().all(|b| b.is_ascii_graphic()));
+            if !shaped {
+                return Err(ConfigError(format!(
+                    "cors.allow_origins entry {origin:?} must be \"*\" or an origin like \"https://app.example\" (no path, no trailing slash)"
+                )));
+            }
+        }
         if self.storage.cache_mb == 0 {
             return Err(ConfigError("storage.cache_mb must be at least 1".into()));
         }
@@ -336,6 +366,10 @@ mod tests {
                 "limits.ws_pong_timeout_secs",
             ),
             ("[limits]\nbody_bytes = \"big\"", "body_bytes"),
+            (
+                "[cors]\nallow_origins = [\"app.example/\"]",
+                "cors.allow_origins",
+            ),
         ] {
             std::fs::write(&file, text).unwrap();
             let err = load(Some(&file), &Overrides::default())

@@ -158,3 +158,76 @@ async fn connections_beyond_the_limit_get_a_503_json_error() {
     )
     .await;
 }
+
+/// `(status, allow-origin, allow-methods, vary)` of a request with `Origin`.
+async fn cors_probe(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    origin: &str,
+) -> [String; 4] {
+    let mut req = reqwest::Client::new()
+        .request(method.clone(), server.url(path))
+        .header("Origin", origin);
+    if method == reqwest::Method::OPTIONS {
+        req = req.header("Access-Control-Request-Method", "POST").header(
+            "Access-Control-Request-Headers",
+            "content-type,authorization",
+        );
+    }
+    let resp = req.send().await.expect("request");
+    let h = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    [
+        resp.status().as_u16().to_string(),
+        h("access-control-allow-origin"),
+        h("access-control-allow-methods"),
+        h("vary"),
+    ]
+}
+
+#[tokio::test]
+async fn cors_lets_browsers_on_allowed_origins_call_every_route() {
+    use reqwest::Method;
+    let open = TestServer::start().await;
+    let app = "https://app.example";
+    assert_eq!(
+        cors_probe(&open, Method::OPTIONS, EVENTS, app).await,
+        ["204", "*", "GET, POST, OPTIONS", ""].map(String::from),
+        "preflight of a publish from any origin"
+    );
+    assert_eq!(
+        cors_probe(&open, Method::GET, EVENTS, app).await[..2],
+        ["200", "*"].map(String::from)
+    );
+
+    let strict = TestServer::start_with(|c| c.cors.allow_origins = vec![app.into()]).await;
+    let check = |got: [String; 4], want: [&str; 4], what: &str| {
+        assert_eq!(got, want.map(String::from), "{what}")
+    };
+    check(
+        cors_probe(&strict, Method::OPTIONS, EVENTS, app).await,
+        ["204", app, "GET, POST, OPTIONS", "Origin"],
+        "listed origin, preflight",
+    );
+    check(
+        cors_probe(&strict, Method::GET, HEALTH, app).await,
+        ["200", app, "", "Origin"],
+        "listed origin, GET",
+    );
+    check(
+        cors_probe(&strict, Method::OPTIONS, EVENTS, "https://evil.example").await,
+        ["204", "", "", "Origin"],
+        "other origin, preflight",
+    );
+    check(
+        cors_probe(&strict, Method::GET, HEALTH, "https://evil.example").await,
+        ["200", "", "", "Origin"],
+        "other origin, GET",
+    );
+}

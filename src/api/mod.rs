@@ -3,6 +3,7 @@
 //! `Subscription`, and format the answer. Status codes are chosen only in
 //! `error.rs`.
 
+mod cors;
 pub mod error;
 mod events;
 mod health;
@@ -19,9 +20,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::app::AppState;
 use crate::error::Error;
 
-/// Every HTTP route of the server.
-pub fn router(state: AppState) -> Router {
+/// Every HTTP route of the server; `cors_origins` is `cors.allow_origins`.
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let body_limit = state.limits.body_bytes;
+    let cors_policy = std::sync::Arc::new(cors::CorsPolicy::new(cors_origins));
     Router::new()
         .route(
             "/api/v1/events",
@@ -31,14 +33,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/validate", post(events::validate_event))
         .route("/api/v1/events/broadcast", post(events::broadcast_event))
         .route("/api/v1/events/streams", get(streams::list_streams))
-        .route(
-            "/api/v1/events/stream/{stream_id}",
-            get(sse::stream_events).options(sse::preflight),
-        )
-        .route(
-            "/api/v1/sse",
-            get(sse::multi_stream_events).options(sse::preflight),
-        )
+        .route("/api/v1/events/stream/{stream_id}", get(sse::stream_events))
+        .route("/api/v1/sse", get(sse::multi_stream_events))
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
@@ -54,6 +50,10 @@ pub fn router(state: AppState) -> Router {
                     "a handler panicked".into(),
                 ))
             },
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            cors_policy,
+            cors::cors,
         ))
         .with_state(state)
 }
