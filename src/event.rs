@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::FieldError;
@@ -337,17 +336,18 @@ fn encode_body(b: &Body) -> (Bytes, (u32, u32)) {
     (Bytes::from(out), span)
 }
 
-/// Copies a JSON value as it came, unless it spans lines: line breaks can only
-/// be whitespace between tokens (inside strings they are escaped), and an SSE
-/// `data:` line must not contain one, so such values are re-encoded compactly.
+/// Copies a JSON value as it came, with line breaks turned into spaces: in
+/// valid JSON a raw line break can only be whitespace between tokens (inside
+/// strings it is escaped), and an SSE `data:` line must not contain one. No
+/// re-parse, so nothing the producer sent (e.g. `1e400`) can fail here.
 fn write_compact(out: &mut Vec<u8>, raw: &RawValue) {
-    let text = raw.get();
-    if !text.bytes().any(|b| b == b'\n' || b == b'\r') {
-        out.extend_from_slice(text.as_bytes());
-        return;
+    let start = out.len();
+    out.extend_from_slice(raw.get().as_bytes());
+    for b in &mut out[start..] {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
     }
-    let value: Value = serde_json::from_str(text).expect("a RawValue is valid JSON");
-    serde_json::to_writer(out, &value).expect("a Value always encodes");
 }
 
 /// Prefix the store puts before a body to make the full event JSON.
@@ -443,6 +443,7 @@ impl EventRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn rules() -> EventRules {
         EventRules {
@@ -494,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn data_is_kept_as_sent_but_never_spans_lines() {
+    fn data_is_kept_as_sent_with_line_breaks_as_spaces() {
         let data_of = |body: &str| {
             let e: EventInput = serde_json::from_str(body).unwrap();
             let e = e.normalize(rules(), Now::system()).unwrap();
@@ -508,7 +509,11 @@ mod tests {
             ),
             (
                 "{\"type\":\"t\",\"data\":{\n  \"a\": [1,\r\n 2],\n  \"s\": \"l1\\nl2\"\n}}",
-                r#"{"a":[1,2],"s":"l1\nl2"}"#,
+                r#"{   "a": [1,   2],   "s": "l1\nl2" }"#,
+            ),
+            (
+                "{\"type\":\"t\",\"data\":{\n\"big\": 1e400}}",
+                r#"{ "big": 1e400}"#,
             ),
             (r#"{"type":"t","data":null}"#, "null"),
             (r#"{"type":"t"}"#, "null"),

@@ -210,6 +210,12 @@ async fn environment_overrides_the_file_and_flags_override_both() {
         201,
         "the environment's batch limit (3) beats the file's (2)"
     );
+    let stored: Value = three.json().await.unwrap();
+    assert_eq!(
+        (&stored["accepted"], &stored["stored"]),
+        (&serde_json::json!(3), &serde_json::json!(3)),
+        "{stored}"
+    );
     let four = client
         .post(server.url("/api/v1/events/batch"))
         .json(&batch(4))
