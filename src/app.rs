@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::config::{Config, Limits};
 use crate::hub::Hub;
 use crate::ingest::{Ingest, IngestConfig};
@@ -17,6 +18,7 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub auth: Auth,
     pub hub: Hub,
     pub ingest: Ingest,
     pub limits: Arc<Limits>,
@@ -72,8 +74,12 @@ pub async fn run(
     let ingest_cfg = IngestConfig::new(&config.storage, &config.limits, &config.streams);
     let (ingest, writer) = Ingest::start(store.clone(), hub.clone(), ingest_cfg)
         .context("while starting the writer")?;
+    let loopback = listener.local_addr()?.ip().is_loopback();
+    let auth =
+        Auth::new(&config.auth, store.clone(), loopback).map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = CancellationToken::new();
     let state = AppState {
+        auth,
         store: store.clone(),
         hub,
         ingest: ingest.clone(),

@@ -23,6 +23,7 @@ pub struct Config {
     pub limits: Limits,
     pub streams: StreamsConfig,
     pub cors: CorsConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
     /// Seconds a graceful shutdown may take before connections are dropped.
     pub shutdown_grace_secs: u64,
@@ -37,6 +38,7 @@ impl Default for Config {
             limits: Limits::default(),
             streams: StreamsConfig::default(),
             cors: CorsConfig::default(),
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
             shutdown_grace_secs: 10,
         }
@@ -111,6 +113,28 @@ pub struct Limits {
     /// Open TCP connections (HTTP, SSE, WebSocket together); more are
     /// answered 503 and closed.
     pub max_connections: usize,
+    /// Open SSE, WebSocket and long-poll connections together; more are 503.
+    pub streaming_connections: usize,
+    /// Open SSE, WebSocket and long-poll connections from one IP address;
+    /// more are 429.
+    pub streaming_per_ip: usize,
+    /// Publish requests per second one caller (token subject, else IP) may
+    /// make, refilled continuously (the gateway seed's
+    /// `requests_per_second`); 0 turns the limit off.
+    pub publish_per_second: u32,
+    /// Publish requests a caller may make at once before the rate applies
+    /// (the gateway seed's `burst_size`).
+    pub publish_burst: u32,
+    /// Other requests per second per caller (reads, admin); 0: no limit.
+    /// Health probes are never limited.
+    pub requests_per_second: u32,
+    /// Other requests a caller may make at once.
+    pub requests_burst: u32,
+    /// Seconds a request may take until its response starts (long polls
+    /// included; SSE and WebSocket streams only need to start). 408 after.
+    pub request_timeout_secs: u64,
+    /// Seconds a client may take to send a request's headers.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -127,6 +151,14 @@ impl Default for Limits {
             ws_pong_timeout_secs: 60,
             ingest_queue: 4096,
             max_connections: 10_000,
+            streaming_connections: 10_000,
+            streaming_per_ip: 1_000,
+            publish_per_second: 1_000,
+            publish_burst: 2_000,
+            requests_per_second: 1_000,
+            requests_burst: 2_000,
+            request_timeout_secs: 60,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -160,6 +192,109 @@ impl Default for CorsConfig {
             allow_origins: vec!["*".into()],
         }
     }
+}
+
+/// Who may do what. See the README's "Authentication" section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// HS256 shared secret for bearer JWTs (at least 32 bytes; the telemetry
+    /// seed's `JWT_SECRET`, shared with the app that signs them).
+    pub jwt_secret: Option<String>,
+    /// PEM public key file for `RS256`, `ES256` or `EdDSA` bearer JWTs.
+    pub jwt_public_key: Option<PathBuf>,
+    /// The one algorithm bearer JWTs must use; never taken from the token.
+    /// Default: `HS256` with `jwt_secret`, `RS256` with `jwt_public_key`.
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+    /// Required `iss` of bearer JWTs, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of bearer JWTs, when set.
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// Claim holding the caller's roles (a list or a string); `role` and
+    /// Spring's `authorities` are read too, `ROLE_` stripped, any case.
+    pub roles_claim: String,
+    /// Roles of a valid JWT that names none Tidings knows.
+    pub default_roles: Vec<String>,
+    /// Callers without credentials may subscribe (the realtime seed's
+    /// `WS_ALLOW_ANONYMOUS`). Unset: only in the zero-config loopback case.
+    pub allow_anonymous: Option<bool>,
+    /// Callers without credentials may publish. Unset: only in the
+    /// zero-config loopback case.
+    pub anonymous_publish: Option<bool>,
+    /// Lifetime of the JWT (and session cookie) `POST /api/v1/auth/login`
+    /// issues, in seconds.
+    pub session_ttl_secs: u64,
+    /// Mark the session cookie `Secure` (set when a TLS proxy fronts Tidings).
+    pub cookie_secure: bool,
+    /// Login attempts per minute per IP address and per user name.
+    pub login_attempts_per_minute: u32,
+    /// Origins whose pages may open WebSockets (`"*"`: any). A session
+    /// cookie is only honoured on a WebSocket from the server's own origin or
+    /// one listed here by name.
+    pub ws_allow_origins: Vec<String>,
+    /// Per-stream access rules, first match wins.
+    pub rules: Vec<StreamRule>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_algorithm: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
+            roles_claim: "roles".into(),
+            default_roles: vec!["USER".into()],
+            allow_anonymous: None,
+            anonymous_publish: None,
+            session_ttl_secs: 8 * 3600,
+            cookie_secure: false,
+            login_attempts_per_minute: 10,
+            ws_allow_origins: vec!["*".into()],
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// A JWT key is set or anonymous access was decided explicitly.
+    pub fn configured(&self) -> bool {
+        self.jwt_secret.is_some()
+            || self.jwt_public_key.is_some()
+            || self.allow_anonymous.is_some()
+            || self.anonymous_publish.is_some()
+    }
+}
+
+/// Signature algorithms accepted for bearer JWTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+/// Who may subscribe to or publish on the streams a pattern names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRule {
+    /// A stream name, `*` matching any run of characters (`orders.*`).
+    pub streams: String,
+    /// Roles that may subscribe; unset: the usual rules.
+    pub subscribe: Option<Vec<String>>,
+    /// Roles that may publish; unset: the usual rules.
+    pub publish: Option<Vec<String>>,
 }
 
 /// Logging.
@@ -279,22 +414,41 @@ impl Config {
                 l.ws_ping_interval_secs, l.ws_pong_timeout_secs
             )));
         }
+        if l.request_timeout_secs <= l.long_poll_max_wait_secs {
+            return Err(ConfigError(format!(
+                "limits.request_timeout_secs ({}) must exceed limits.long_poll_max_wait_secs ({})",
+                l.request_timeout_secs, l.long_poll_max_wait_secs
+            )));
+        }
+        for (key, value) in [
+            ("limits.streaming_connections", l.streaming_connections),
+            ("limits.streaming_per_ip", l.streaming_per_ip),
+            (
+                "limits.header_read_timeout_secs",
+                l.header_read_timeout_secs as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be at least 1")));
+            }
+        }
+        for (key, rate, burst) in [
+            ("publish", l.publish_per_second, l.publish_burst),
+            ("requests", l.requests_per_second, l.requests_burst),
+        ] {
+            if rate > 0 && burst == 0 {
+                return Err(ConfigError(format!(
+                    "limits.{key}_burst must be at least 1 when limits.{key}_per_second is set"
+                )));
+            }
+        }
+        self.validate_auth()?;
         if l.long_poll_max_wait_secs > 3600 {
             return Err(ConfigError(
                 "limits.long_poll_max_wait_secs must be at most 3600".into(),
             ));
         }
-        for origin in &self.cors.allow_origins {
-            let shaped = origin == "*"
-                || ((origin.starts_with("http://") || origin.starts_with("https://"))
-                    && !origin.ends_with('/')
-                    && origin.bytes().all(|b| b.is_ascii_graphic()));
-            if !shaped {
-                return Err(ConfigError(format!(
-                    "cors.allow_origins entry {origin:?} must be \"*\" or an origin like \"https://app.example\" (no path, no trailing slash)"
-                )));
-            }
-        }
+        check_origins("cors.allow_origins", &self.cors.allow_origins)?;
         if self.storage.cache_mb == 0 {
             return Err(ConfigError("storage.cache_mb must be at least 1".into()));
         }
@@ -312,6 +466,66 @@ impl Config {
         Ok(())
     }
 
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if let Some(secret) = &a.jwt_secret
+            && secret.len() < 32
+        {
+            return Err(ConfigError(format!(
+                "auth.jwt_secret is {} bytes; it must be at least 32 bytes (e.g. `openssl rand -base64 48`)",
+                secret.len()
+            )));
+        }
+        if a.jwt_secret.is_some() && a.jwt_public_key.is_some() {
+            return Err(ConfigError(
+                "set auth.jwt_secret (HS256) or auth.jwt_public_key (RS256/ES256/EdDSA), not both"
+                    .into(),
+            ));
+        }
+        if let Some(alg) = a.jwt_algorithm {
+            let hmac = matches!(
+                alg,
+                JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512
+            );
+            if hmac && a.jwt_public_key.is_some() || !hmac && a.jwt_secret.is_some() {
+                return Err(ConfigError(format!(
+                    "auth.jwt_algorithm {alg:?} does not fit the key: HS* needs auth.jwt_secret, the others auth.jwt_public_key"
+                )));
+            }
+        }
+        if a.session_ttl_secs < 60 {
+            return Err(ConfigError(
+                "auth.session_ttl_secs must be at least 60".into(),
+            ));
+        }
+        if a.login_attempts_per_minute == 0 {
+            return Err(ConfigError(
+                "auth.login_attempts_per_minute must be at least 1".into(),
+            ));
+        }
+        if a.roles_claim.is_empty() {
+            return Err(ConfigError("auth.roles_claim must not be empty".into()));
+        }
+        check_origins("auth.ws_allow_origins", &a.ws_allow_origins)?;
+        for rule in &a.rules {
+            if !crate::event::valid_stream_name(&rule.streams.replace('*', "x")) {
+                return Err(ConfigError(format!(
+                    "auth.rules streams {:?} must be a stream name, `*` matching any characters",
+                    rule.streams
+                )));
+            }
+        }
+        let addr = self.listen_addr()?;
+        if !addr.ip().is_loopback() && !a.configured() {
+            return Err(ConfigError(format!(
+                "listen {addr} is reachable from other machines but no authentication is configured: \
+                 set auth.jwt_secret or auth.jwt_public_key, or set auth.allow_anonymous = false \
+                 (local users and API tokens only), or auth.allow_anonymous = true to serve everyone on purpose"
+            )));
+        }
+        Ok(())
+    }
+
     /// The parsed listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| {
@@ -321,6 +535,22 @@ impl Config {
             ))
         })
     }
+}
+
+/// Each entry is `"*"` or an origin like `https://app.example`.
+fn check_origins(key: &str, origins: &[String]) -> Result<(), ConfigError> {
+    for origin in origins {
+        let shaped = origin == "*"
+            || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && origin.bytes().all(|b| b.is_ascii_graphic()));
+        if !shaped {
+            return Err(ConfigError(format!(
+                "{key} entry {origin:?} must be \"*\" or an origin like \"https://app.example\" (no path, no trailing slash)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -61,6 +61,31 @@ pub enum Error {
     /// The route exists but not for this method.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// No credentials, or credentials that are not valid (expired, bad
+    /// signature, unknown token). Sent with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid caller without the right to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller went over a rate limit; retry after this many seconds.
+    #[error("{message}")]
+    RateLimited {
+        retry_after_secs: u64,
+        message: String,
+    },
+    /// A per-client connection cap was reached.
+    #[error("{0}")]
+    TooManyConnections(String),
+    /// A server-wide capacity was reached; retry later.
+    #[error("{0}")]
+    Busy(String),
+    /// The thing to create exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request took longer than `limits.request_timeout_secs`.
+    #[error("the request took longer than {0} seconds")]
+    RequestTimeout(u64),
     /// The server is shutting down and takes no new work.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -8,6 +8,7 @@
 //! - [`hub`]: in-process fan-out of committed events.
 //! - [`ingest`]: THE write path (validate → idempotency → seq → store → hub).
 //! - [`subscribe`]: THE read path (`Subscription`: catch-up, then live).
+//! - [`auth`]: who is calling (`Caller`) and the one access check (`Policy`).
 //! - [`api`]: HTTP routes, adapters onto the two paths.
 //! - [`net`]: accepting connections (the connection limit).
 //! - [`app`]: state, listener, shutdown.
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod error;

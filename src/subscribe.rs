@@ -20,15 +20,37 @@ use crate::hub::{Batch, ClientGuard, Hub};
 use crate::store::Store;
 use crate::store::segment::Entry;
 
+/// Decides whether a reader of "all streams" may see a stream's events.
+pub type StreamGate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Who is reading: decides which audience-restricted events they may see.
-#[derive(Debug, Clone, Default)]
+/// Built by `Auth::viewer` from the caller.
+#[derive(Clone, Default)]
 pub struct Viewer {
     pub user_id: Option<String>,
     pub admin: bool,
+    /// Streams this reader may see when it reads without naming streams;
+    /// `None`: every stream (admins, or streams already checked by name).
+    pub gate: Option<StreamGate>,
+}
+
+impl std::fmt::Debug for Viewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Viewer")
+            .field("user_id", &self.user_id)
+            .field("admin", &self.admin)
+            .field("gated", &self.gate.is_some())
+            .finish()
+    }
 }
 
 impl Viewer {
-    pub fn may_see(&self, audience: Audience, user_id: Option<&str>) -> bool {
+    pub fn may_see(&self, stream: &str, audience: Audience, user_id: Option<&str>) -> bool {
+        if let Some(gate) = &self.gate
+            && !gate(stream)
+        {
+            return false;
+        }
         match audience {
             Audience::Public => true,
             Audience::User => {
@@ -64,7 +86,7 @@ impl Filter {
                 .types
                 .as_ref()
                 .is_none_or(|t| t.iter().any(|t| t == event_type))
-            && self.viewer.may_see(audience, user_id)
+            && self.viewer.may_see(stream, audience, user_id)
     }
 
     fn matches_entry(&self, e: &Entry) -> bool {

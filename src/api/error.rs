@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -27,6 +27,13 @@ impl Error {
             Error::BadHandshake(_) => (StatusCode::BAD_REQUEST, "invalid_websocket_handshake"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Error::TooManyConnections(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
+            Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Error::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -36,13 +43,14 @@ impl Error {
     /// The JSON error body; 5xx details are logged here and not sent.
     pub fn body(&self) -> serde_json::Value {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() && !matches!(self, Error::ShuttingDown) {
-            tracing::error!(error = %self, "request failed");
-            "the server could not complete the request; nothing was acknowledged, retry later"
-                .to_owned()
-        } else {
-            self.to_string()
-        };
+        let message =
+            if status.is_server_error() && !matches!(self, Error::ShuttingDown | Error::Busy(_)) {
+                tracing::error!(error = %self, "request failed");
+                "the server could not complete the request; nothing was acknowledged, retry later"
+                    .to_owned()
+            } else {
+                self.to_string()
+            };
         let mut error = json!({ "code": code, "message": message });
         if let Error::InvalidEvent { details, .. } = self {
             error["details"] = json!(details);
@@ -54,7 +62,29 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
-        (status, Json(self.body())).into_response()
+        let mut response = (status, Json(self.body())).into_response();
+        let h = response.headers_mut();
+        match &self {
+            Error::Unauthorized(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tidings\""),
+                );
+            }
+            Error::RateLimited {
+                retry_after_secs, ..
+            } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Error::TooManyConnections(_) | Error::Busy(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RequestTimeout(_) => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 

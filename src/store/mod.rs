@@ -224,6 +224,21 @@ impl Store {
         }
     }
 
+    /// A random secret of `len` bytes kept in `meta` under `name`, created
+    /// (and flushed) on first use.
+    pub fn secret(&self, name: &[u8], len: usize) -> Result<Vec<u8>> {
+        let inner = &self.0;
+        if let Some(v) = inner.meta.get(name)?
+            && v.len() == len
+        {
+            return Ok(v.to_vec());
+        }
+        let fresh: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+        inner.meta.insert(name, fresh.as_slice())?;
+        inner.meta.flush()?;
+        Ok(fresh)
+    }
+
     /// True when the database answers reads.
     pub fn healthy(&self) -> bool {
         self.0.meta.get(keys::META_SCHEMA_VERSION).is_ok()

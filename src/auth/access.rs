@@ -1,0 +1,315 @@
+//! The one access check: roles, stream patterns, per-stream rules and the
+//! virtual streams (`user:<id>`, `admin`, `_…`). Every door asks here.
+
+use std::sync::Arc;
+
+use crate::config::StreamRule;
+use crate::error::{Error, Result};
+
+use super::Caller;
+
+/// A caller's roles, as bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles(u8);
+
+impl Roles {
+    pub const NONE: Roles = Roles(0);
+    pub const USER: Roles = Roles(1);
+    pub const PUBLISHER: Roles = Roles(2);
+    pub const ADMIN: Roles = Roles(4);
+
+    pub fn contains(self, other: Roles) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    pub fn any(self, other: Roles) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn union(self, other: Roles) -> Roles {
+        Roles(self.0 | other.0)
+    }
+
+    /// One role name: any case, Spring's `ROLE_` prefix stripped. Unknown
+    /// names give `None`.
+    pub fn parse_one(name: &str) -> Option<Roles> {
+        let name = name.trim();
+        let bare = match name.get(..5) {
+            Some(p) if p.eq_ignore_ascii_case("role_") => &name[5..],
+            _ => name,
+        };
+        match bare.to_ascii_uppercase().as_str() {
+            "ADMIN" => Some(Roles::ADMIN),
+            "PUBLISHER" => Some(Roles::PUBLISHER),
+            "USER" => Some(Roles::USER),
+            _ => None,
+        }
+    }
+
+    /// Every known role among `names`.
+    pub fn parse_all<'a>(names: impl IntoIterator<Item = &'a str>) -> Roles {
+        names
+            .into_iter()
+            .filter_map(Roles::parse_one)
+            .fold(Roles::NONE, Roles::union)
+    }
+
+    /// Upper-case names, for answers and logs.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Roles::ADMIN, "ADMIN"),
+            (Roles::PUBLISHER, "PUBLISHER"),
+            (Roles::USER, "USER"),
+        ]
+        .into_iter()
+        .filter(|(r, _)| self.contains(*r))
+        .map(|(_, n)| n)
+        .collect()
+    }
+}
+
+/// A stream name pattern: `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(Box<str>);
+
+impl Pattern {
+    pub fn new(p: &str) -> Pattern {
+        Pattern(p.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, stream: &str) -> bool {
+        glob(self.0.as_bytes(), stream.as_bytes())
+    }
+}
+
+/// Iterative `*` matching (no backtracking blow-up).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// What anonymous callers may do.
+#[derive(Debug, Clone, Copy)]
+pub struct Anonymous {
+    pub subscribe: bool,
+    pub publish: bool,
+}
+
+struct Rule {
+    streams: Pattern,
+    subscribe: Option<Roles>,
+    publish: Option<Roles>,
+}
+
+/// The access policy: anonymous switches plus per-stream rules.
+#[derive(Clone)]
+pub struct Policy(Arc<PolicyInner>);
+
+struct PolicyInner {
+    anonymous: Anonymous,
+    rules: Vec<Rule>,
+}
+
+/// The kind of stream a name is.
+enum StreamKind<'a> {
+    /// `user:<id>`: that user's events.
+    User(&'a str),
+    /// `admin` and internal `_…` streams: admins only.
+    AdminOnly,
+    Plain,
+}
+
+fn kind(stream: &str) -> StreamKind<'_> {
+    if let Some(id) = stream.strip_prefix("user:") {
+        StreamKind::User(id)
+    } else if stream == "admin" || stream.starts_with('_') {
+        StreamKind::AdminOnly
+    } else {
+        StreamKind::Plain
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Subscribe,
+    Publish,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Subscribe => "subscribe to",
+            Action::Publish => "publish to",
+        }
+    }
+}
+
+impl Policy {
+    pub fn new(anonymous: Anonymous, rules: &[StreamRule]) -> Policy {
+        let roles = |names: &Option<Vec<String>>| {
+            names
+                .as_ref()
+                .map(|n| Roles::parse_all(n.iter().map(String::as_str)))
+        };
+        Policy(Arc::new(PolicyInner {
+            anonymous,
+            rules: rules
+                .iter()
+                .map(|r| Rule {
+                    streams: Pattern::new(&r.streams),
+                    subscribe: roles(&r.subscribe),
+                    publish: roles(&r.publish),
+                })
+                .collect(),
+        }))
+    }
+
+    pub fn anonymous(&self) -> Anonymous {
+        self.0.anonymous
+    }
+
+    /// May `caller` publish to `stream`? 401 for anonymous, 403 otherwise.
+    pub fn check_publish(&self, caller: &Caller, stream: &str) -> Result<()> {
+        self.check(caller, stream, Action::Publish)
+    }
+
+    /// May `caller` subscribe to `stream`? 401 for anonymous, 403 otherwise.
+    pub fn check_subscribe(&self, caller: &Caller, stream: &str) -> Result<()> {
+        self.check(caller, stream, Action::Subscribe)
+    }
+
+    /// The answer without the error, for filtering lists of streams.
+    pub fn may_subscribe(&self, caller: &Caller, stream: &str) -> bool {
+        self.decide(caller, stream, Action::Subscribe)
+    }
+
+    /// Admin-only operations.
+    pub fn check_admin(&self, caller: &Caller) -> Result<()> {
+        if caller.roles.contains(Roles::ADMIN) {
+            Ok(())
+        } else if caller.is_anonymous() {
+            Err(Error::Unauthorized(
+                "this needs an admin: send `Authorization: Bearer <token>`".into(),
+            ))
+        } else {
+            Err(Error::Forbidden("this needs the ADMIN role".into()))
+        }
+    }
+
+    fn check(&self, caller: &Caller, stream: &str, action: Action) -> Result<()> {
+        if self.decide(caller, stream, action) {
+            return Ok(());
+        }
+        if caller.is_anonymous() {
+            Err(Error::Unauthorized(format!(
+                "credentials are required to {} stream {stream:?}: send `Authorization: Bearer <token>` (or `?token=` on WebSocket and EventSource)",
+                action.verb()
+            )))
+        } else {
+            Err(Error::Forbidden(format!(
+                "{} may not {} stream {stream:?}",
+                caller.describe(),
+                action.verb()
+            )))
+        }
+    }
+
+    fn decide(&self, caller: &Caller, stream: &str, action: Action) -> bool {
+        if caller.roles.contains(Roles::ADMIN) {
+            return true;
+        }
+        let rule = self.0.rules.iter().find(|r| r.streams.matches(stream));
+        let rule_roles = rule.and_then(|r| match action {
+            Action::Subscribe => r.subscribe,
+            Action::Publish => r.publish,
+        });
+        let patterns = match action {
+            Action::Subscribe => caller.subscribe.as_deref(),
+            Action::Publish => caller.publish.as_deref(),
+        };
+        if caller.is_anonymous() {
+            let open = match action {
+                Action::Subscribe => self.0.anonymous.subscribe,
+                Action::Publish => self.0.anonymous.publish,
+            };
+            return open && rule_roles.is_none() && matches!(kind(stream), StreamKind::Plain);
+        }
+        // Claims (`subscribe`/`publish` patterns) narrow a role or grant a stream.
+        let by_role = match patterns {
+            Some(p) => p.iter().any(|p| p.matches(stream)),
+            None => match action {
+                Action::Subscribe => caller.roles.any(Roles::USER.union(Roles::PUBLISHER)),
+                Action::Publish => caller.roles.contains(Roles::PUBLISHER),
+            },
+        };
+        match kind(stream) {
+            // A user's own stream is theirs to read; publishers write to any user.
+            StreamKind::User(id) => match action {
+                Action::Subscribe => caller.subject.as_deref() == Some(id),
+                Action::Publish => by_role,
+            },
+            StreamKind::AdminOnly => action == Action::Publish && by_role,
+            StreamKind::Plain => match rule_roles {
+                Some(allowed) => caller.roles.any(allowed) && patterns.is_none_or(|_| by_role),
+                None => by_role,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches() {
+        for (p, s, want) in [
+            ("orders.*", "orders.eu", true),
+            ("orders.*", "orders", false),
+            ("*", "anything", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("exact", "exact", true),
+            ("exact", "exact2", false),
+            ("*.eu", "orders.eu", true),
+        ] {
+            assert_eq!(Pattern::new(p).matches(s), want, "{p} vs {s}");
+        }
+    }
+
+    #[test]
+    fn role_names() {
+        assert_eq!(Roles::parse_one("ROLE_ADMIN"), Some(Roles::ADMIN));
+        assert_eq!(Roles::parse_one("role_user"), Some(Roles::USER));
+        assert_eq!(Roles::parse_one("Publisher"), Some(Roles::PUBLISHER));
+        assert_eq!(Roles::parse_one("ROLE_CUSTOMER"), None);
+        assert_eq!(
+            Roles::parse_all(["admin", "x", "USER"]).names(),
+            vec!["ADMIN", "USER"]
+        );
+    }
+}
