@@ -3,6 +3,8 @@
 //! `Subscription`, and format the answer. Status codes are chosen only in
 //! `error.rs`.
 
+mod admin;
+mod auth;
 mod cors;
 pub mod error;
 mod events;
@@ -41,6 +43,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
+        .merge(auth::routes())
+        .merge(admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -7,6 +7,7 @@
 //! Passwords are argon2id (`passwords.rs`).
 
 mod access;
+pub mod accounts;
 mod caller;
 pub mod jwt;
 pub mod passwords;
