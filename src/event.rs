@@ -104,6 +104,33 @@ pub struct EventInput {
     pub ttl: Option<u64>,
 }
 
+impl EventInput {
+    /// The virtual streams: an event on `user:<id>` is for that user
+    /// (`user_id` defaults to `<id>`, audience to `user`); one on `admin` is
+    /// for admins (audience defaults to `admin`).
+    fn apply_virtual_stream(&mut self, errors: &mut Vec<FieldError>) {
+        let Some(stream) = self.stream_id.as_deref() else {
+            return;
+        };
+        if let Some(id) = stream.strip_prefix("user:") {
+            match self.user_id.as_deref() {
+                None => self.user_id = Some(id.to_owned()),
+                Some(u) if u == id => {}
+                Some(u) => errors.push(FieldError::new(
+                    "user_id",
+                    "invalid_field",
+                    format!("user_id {u:?} does not match stream {stream:?}; leave it out or send {id:?}"),
+                )),
+            }
+            if self.audience.is_none() {
+                self.audience = Some("user".into());
+            }
+        } else if stream == "admin" && self.audience.is_none() {
+            self.audience = Some("admin".into());
+        }
+    }
+}
+
 /// A validated event waiting for its sequence number.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -162,8 +189,9 @@ pub struct EventRules {
 
 impl EventInput {
     /// Validates and normalises; all problems are reported, not just the first.
-    pub fn normalize(self, rules: EventRules, now: Now) -> Result<NewEvent, Vec<FieldError>> {
+    pub fn normalize(mut self, rules: EventRules, now: Now) -> Result<NewEvent, Vec<FieldError>> {
         let mut errors = Vec::new();
+        self.apply_virtual_stream(&mut errors);
         let stream = match self.stream_id.as_deref() {
             None | Some("") => DEFAULT_STREAM.to_owned(),
             Some(s) => parse_stream_name("stream_id", s).unwrap_or_else(|e| {

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::error::JsonBody;
 use super::unix_now;
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::event::{EventInput, Now, id_prefix};
 use crate::store::Outcome;
@@ -31,8 +32,15 @@ fn outcome_json(o: &Outcome) -> Value {
 ///
 /// Publishes one event (gateway JSON or a CloudEvent). 201 with
 /// `{id, stream_id, timestamp}`; 200 with `"duplicate": true` for a repeated key.
-pub async fn publish_event(State(state): State<AppState>, body: JsonBody) -> Result<Response> {
+pub async fn publish_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<Response> {
     let input = single_input(&body)?;
+    state
+        .auth
+        .check_publish_all(&caller, std::slice::from_ref(&input))?;
     let outcome = state.ingest.ingest_one(input).await?;
     let status = if outcome.duplicate {
         StatusCode::OK
@@ -45,7 +53,11 @@ pub async fn publish_event(State(state): State<AppState>, body: JsonBody) -> Res
 /// # `POST /api/v1/events/batch`
 ///
 /// `{"events":[…]}` (or a CloudEvents JSON batch): all stored or none.
-pub async fn publish_batch(State(state): State<AppState>, body: JsonBody) -> Result<Response> {
+pub async fn publish_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<Response> {
     let inputs = if body.content_type.as_deref() == Some(CE_BATCH) {
         let items: Vec<Value> = body.parse()?;
         items
@@ -59,6 +71,7 @@ pub async fn publish_batch(State(state): State<AppState>, body: JsonBody) -> Res
         }
         body.parse::<Batch>()?.events
     };
+    state.auth.check_publish_all(&caller, &inputs)?;
     let outcomes = state.ingest.ingest(inputs).await?;
     let stored = outcomes.iter().filter(|o| !o.duplicate).count();
     let events: Vec<Value> = outcomes.iter().map(outcome_json).collect();
@@ -78,8 +91,15 @@ pub async fn publish_batch(State(state): State<AppState>, body: JsonBody) -> Res
 ///
 /// Dry run: the normalised event as it would be stored (without an id), or
 /// the same 400 publishing would give. Stores nothing.
-pub async fn validate_event(State(state): State<AppState>, body: JsonBody) -> Result<Json<Value>> {
+pub async fn validate_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<Json<Value>> {
     let input = single_input(&body)?;
+    state
+        .auth
+        .check_publish_all(&caller, std::slice::from_ref(&input))?;
     let event = state.ingest.prepare(input, Now::system())?;
     let mut json = id_prefix(0).into_bytes();
     json.extend_from_slice(&event.body);
@@ -95,7 +115,11 @@ pub async fn validate_event(State(state): State<AppState>, body: JsonBody) -> Re
 ///
 /// The SSE seed's broadcast: to `stream_id`, or to every existing stream when
 /// it is empty or absent. Replies `{success, message, timestamp}`.
-pub async fn broadcast_event(State(state): State<AppState>, body: JsonBody) -> Result<Json<Value>> {
+pub async fn broadcast_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<Json<Value>> {
     let input: EventInput = body.parse()?;
     let (targets, message) = match input.stream_id.as_deref() {
         Some(s) if !s.is_empty() => (
@@ -117,6 +141,9 @@ pub async fn broadcast_event(State(state): State<AppState>, body: JsonBody) -> R
             (all, message)
         }
     };
+    for target in &targets {
+        state.auth.policy().check_publish(&caller, target)?;
+    }
     // Validate once, as a single event, before fanning out.
     let first = EventInput {
         stream_id: targets.first().cloned(),

@@ -12,8 +12,9 @@ use serde::Deserialize;
 use super::error::ApiQuery;
 use super::{parse_cursor, parse_stream_list, parse_type_list};
 use crate::app::{AppState, Transport};
+use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::subscribe::{Filter, Item, Start, Subscription, Viewer};
+use crate::subscribe::{Filter, Item, Start, Subscription};
 
 /// Query of `GET /api/v1/events`.
 #[derive(Debug, Deserialize)]
@@ -36,6 +37,7 @@ const DEFAULT_LIMIT: usize = 100;
 /// matches or the wait ends (then `events` is empty and `cursor` unchanged).
 pub async fn poll_events(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<PollQuery>,
 ) -> Result<Response> {
     let streams = parse_stream_list(q.streams.as_deref().or(q.stream_id.as_deref()))?;
@@ -72,10 +74,11 @@ pub async fn poll_events(
             }
         },
     };
+    let viewer = state.auth.viewer(&caller, streams.as_deref())?;
     let filter = Filter {
         streams,
         types: parse_type_list(q.types.as_deref()),
-        viewer: Viewer::default(),
+        viewer,
     };
     let mut sub = Subscription::open(&state.store, &state.hub, filter, Start::After(after))?;
     let mut items = sub.ready(limit).await?;

@@ -13,9 +13,10 @@ use serde::Deserialize;
 use super::error::{ApiPath, ApiQuery};
 use super::{parse_cursor, parse_stream_list, parse_type_list};
 use crate::app::{AppState, Transport};
+use crate::auth::Caller;
 use crate::error::Result;
 use crate::event::parse_stream_name;
-use crate::subscribe::{Filter, Item, Start, Subscription, Viewer};
+use crate::subscribe::{Filter, Item, Start, Subscription};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events taken from a subscription per wake-up.
@@ -33,16 +34,19 @@ pub struct SseQuery {
 /// One stream as SSE, in the SSE seed's format.
 pub async fn stream_events(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(stream_id): ApiPath<String>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<SseQuery>,
 ) -> Result<Response> {
     let stream = parse_stream_name("stream_id", &stream_id)
         .map_err(|e| crate::error::Error::bad_request("invalid_stream", e.message))?;
+    let streams = vec![stream];
+    let viewer = state.auth.viewer(&caller, Some(&streams))?;
     let filter = Filter {
-        streams: Some(vec![stream]),
+        streams: Some(streams),
         types: parse_type_list(q.types.as_deref()),
-        viewer: Viewer::default(),
+        viewer,
     };
     open(state, filter, &headers, q.after.as_deref())
 }
@@ -52,13 +56,16 @@ pub async fn stream_events(
 /// Several streams (or all) as one SSE connection, in seq order.
 pub async fn multi_stream_events(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<SseQuery>,
 ) -> Result<Response> {
+    let streams = parse_stream_list(q.streams.as_deref())?;
+    let viewer = state.auth.viewer(&caller, streams.as_deref())?;
     let filter = Filter {
-        streams: parse_stream_list(q.streams.as_deref())?,
+        streams,
         types: parse_type_list(q.types.as_deref()),
-        viewer: Viewer::default(),
+        viewer,
     };
     open(state, filter, &headers, q.after.as_deref())
 }

@@ -8,15 +8,23 @@ use serde_json::{Value, json};
 
 use super::unix_now;
 use crate::app::AppState;
+use crate::auth::Caller;
 
 /// # `GET /api/v1/events/streams`
 ///
 /// `{"success":true,"data":{"<stream>":{"clients","active","generator":{"running","paused"}}},"timestamp"}`.
 /// Lists every stored stream and every stream someone is subscribed to.
-pub async fn list_streams(State(state): State<AppState>) -> Json<Value> {
-    let clients = state.hub.clients();
+/// Callers see only the streams they may subscribe to.
+pub async fn list_streams(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+    let policy = state.auth.policy();
+    let visible = |name: &str| policy.may_subscribe(&caller, name);
+    let mut clients = state.hub.clients();
+    clients.retain(|name, _| visible(name));
     let mut data: BTreeMap<String, Value> = BTreeMap::new();
     for (name, created) in state.store.streams() {
+        if !visible(&name) {
+            continue;
+        }
         let n = clients.get(&name).copied().unwrap_or(0);
         data.insert(name, stream_info(n, true, Some(created)));
     }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::stream::{SelectAll, Stream};
 use futures_util::{SinkExt, StreamExt};
@@ -29,9 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{parse_cursor, unix_now};
 use crate::app::{AppState, Transport};
+use crate::auth::{Caller, Via};
 use crate::error::Error;
 use crate::event::valid_stream_name;
-use crate::subscribe::{Filter, Item, Start, Subscription, Viewer};
+use crate::subscribe::{Filter, Item, Start, Subscription};
 
 /// Rooms one connection may join.
 const MAX_ROOMS: usize = 64;
@@ -43,8 +45,14 @@ const READ_BUFFER: usize = 2 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
 /// # `GET /ws`
+///
+/// Credentials: `?token=` (browsers cannot set headers on a WebSocket), a
+/// bearer header, or the session cookie from this server's own pages.
+/// Without credentials only when `auth.allow_anonymous`.
 pub async fn upgrade(
     State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Error> {
     let ws = ws.map_err(|r| {
@@ -53,6 +61,13 @@ pub async fn upgrade(
             r.body_text()
         ))
     })?;
+    check_origin(&state, &headers, &caller)?;
+    if caller.is_anonymous() && !state.auth.policy().anonymous().subscribe {
+        return Err(Error::Unauthorized(
+            "credentials are required: connect to /ws?token=<JWT> or send `Authorization: Bearer <token>`"
+                .into(),
+        ));
+    }
     let max = state.limits.ws_message_bytes;
     Ok(ws
         .read_buffer_size(READ_BUFFER)
@@ -61,7 +76,39 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER + 2 * state.limits.event_bytes + 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| Connection::new(state).run(socket)))
+        .on_upgrade(move |socket| Connection::new(state, caller).run(socket)))
+}
+
+/// Cross-site WebSocket hijacking: a page may open a WebSocket only from an
+/// origin in `auth.ws_allow_origins` (or this server's own), and the ambient
+/// session cookie counts only from this server's own pages or an origin
+/// listed by name. Clients that send no `Origin` (not browsers) pass.
+fn check_origin(state: &AppState, headers: &HeaderMap, caller: &Caller) -> Result<(), Error> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let same = origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host));
+    let allowed = &state.auth.config().ws_allow_origins;
+    let listed = allowed.iter().any(|o| o == origin);
+    if caller.via == Via::Cookie && !(same || listed) {
+        return Err(Error::Forbidden(format!(
+            "origin {origin:?} may not use the session cookie on a WebSocket; connect with ?token= or from this server's pages"
+        )));
+    }
+    if same || listed || allowed.iter().any(|o| o == "*") {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "origin {origin:?} may not open WebSockets here (auth.ws_allow_origins)"
+        )))
+    }
 }
 
 /// One room's subscription as a stream of batches; ends when left.
@@ -69,6 +116,8 @@ type RoomStream = Pin<Box<dyn Stream<Item = (String, Vec<Item>)> + Send>>;
 
 struct Connection {
     state: AppState,
+    /// Who connected; every room join is checked against it.
+    caller: Caller,
     id: String,
     /// Every joined room's subscription, polled together.
     rooms: SelectAll<RoomStream>,
@@ -79,10 +128,11 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: AppState) -> Self {
+    fn new(state: AppState, caller: Caller) -> Self {
         let id = format!("{:016x}", RandomState::new().hash_one(Instant::now()));
         Self {
             state,
+            caller,
             id,
             rooms: SelectAll::new(),
             joined: HashMap::new(),
@@ -94,9 +144,16 @@ impl Connection {
         let _guard = self.state.connections.open(Transport::WebSocket);
         let hello = json!({"type": "system:connected", "payload": {
             "connection_id": self.id, "server": "tidings", "version": env!("CARGO_PKG_VERSION"), "timestamp": unix_now(),
+            "user_id": self.caller.subject, "authenticated": !self.caller.is_anonymous(),
         }});
         if socket.send(text(&hello)).await.is_err() {
             return;
+        }
+        self.join_own_room();
+        for reply in std::mem::take(&mut self.replies) {
+            if socket.send(reply).await.is_err() {
+                return;
+            }
         }
         let close = self.serve(&mut socket).await;
         for (_, token) in self.joined.drain() {
@@ -219,10 +276,12 @@ impl Connection {
                 ));
             }
         };
+        let streams = vec![room.clone()];
+        let viewer = self.state.auth.viewer(&self.caller, Some(&streams))?;
         let filter = Filter {
-            streams: Some(vec![room.clone()]),
+            streams: Some(streams),
             types: None,
-            viewer: Viewer::default(),
+            viewer,
         };
         let sub = Subscription::open(&self.state.store, &self.state.hub, filter, start)?;
         let cursor = sub.position().to_string();
@@ -232,6 +291,22 @@ impl Connection {
         self.joined.insert(room.clone(), token);
         self.reply(json!({"type": "room:joined", "payload": {"room": room, "cursor": cursor}}));
         Ok(())
+    }
+
+    /// An authenticated user receives their `user:<id>` events without
+    /// asking (the realtime seed's send-to-user); the `room:joined` reply
+    /// says so.
+    fn join_own_room(&mut self) {
+        let Some(room) = self.caller.subject.as_ref().map(|s| format!("user:{s}")) else {
+            return;
+        };
+        if matches!(self.caller.via, Via::ApiToken { .. } | Via::Local) || !valid_stream_name(&room)
+        {
+            return;
+        }
+        if let Err(e) = self.join(&json!({ "room": room })) {
+            tracing::debug!(error = %e, "could not join the caller's own room");
+        }
     }
 
     fn reply(&mut self, v: Value) {

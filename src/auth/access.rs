@@ -256,7 +256,11 @@ impl Policy {
                 Action::Subscribe => self.0.anonymous.subscribe,
                 Action::Publish => self.0.anonymous.publish,
             };
-            return open && rule_roles.is_none() && matches!(kind(stream), StreamKind::Plain);
+            // Anonymous readers never see virtual streams; anonymous
+            // producers (when allowed) may write to any stream a rule leaves open.
+            return open
+                && rule_roles.is_none()
+                && (action == Action::Publish || matches!(kind(stream), StreamKind::Plain));
         }
         // Claims (`subscribe`/`publish` patterns) narrow a role or grant a stream.
         let by_role = match patterns {
