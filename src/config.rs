@@ -140,7 +140,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            body_bytes: 4 * 1024 * 1024,
+            body_bytes: 10 * 1024 * 1024,
             batch_events: 1000,
             event_bytes: 64 * 1024,
             long_poll_max_wait_secs: 25,
