@@ -584,6 +584,20 @@ mod tests {
     }
 
     #[test]
+    fn exposed_listener_needs_an_auth_decision() {
+        let mut c = Config {
+            listen: "0.0.0.0:8080".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        c.auth.allow_anonymous = Some(false);
+        c.validate().unwrap();
+        c.auth.allow_anonymous = None;
+        c.auth.jwt_secret = Some("x".repeat(32));
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn bad_values_say_what_to_fix() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
@@ -599,6 +613,28 @@ mod tests {
             (
                 "[cors]\nallow_origins = [\"app.example/\"]",
                 "cors.allow_origins",
+            ),
+            ("[auth]\njwt_secret = \"too short\"", "32 bytes"),
+            (
+                "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\njwt_algorithm = \"RS256\"",
+                "auth.jwt_algorithm",
+            ),
+            (
+                "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\njwt_public_key = \"k.pem\"",
+                "not both",
+            ),
+            ("[auth]\njwt_algorithm = \"none\"", "jwt_algorithm"),
+            (
+                "listen = \"0.0.0.0:8080\"",
+                "no authentication is configured",
+            ),
+            (
+                "[[auth.rules]]\nstreams = \"bad name\"\nsubscribe = [\"ADMIN\"]",
+                "auth.rules",
+            ),
+            (
+                "[limits]\nrequest_timeout_secs = 5",
+                "limits.request_timeout_secs",
             ),
         ] {
             std::fs::write(&file, text).unwrap();

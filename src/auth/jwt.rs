@@ -197,3 +197,53 @@ fn describe(e: &jsonwebtoken::errors::Error) -> &'static str {
         _ => "it could not be verified",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn roles_from_every_claim_shape() {
+        for (claims, want) in [
+            (json!({"roles": ["ADMIN"]}), vec!["ADMIN"]),
+            (json!({"role": "publisher"}), vec!["PUBLISHER"]),
+            (
+                json!({"authorities": ["ROLE_ADMIN", "ROLE_USER"]}),
+                vec!["ADMIN", "USER"],
+            ),
+            (
+                json!({"authorities": [{"authority": "ROLE_USER"}]}),
+                vec!["USER"],
+            ),
+            (json!({"groups": "admin,user"}), vec![]),
+            (json!({"roles": "ROLE_CUSTOMER"}), vec![]),
+        ] {
+            assert_eq!(claim_roles(&claims, "roles").names(), want, "{claims}");
+        }
+        assert_eq!(
+            claim_roles(&json!({"groups": ["Admin"]}), "groups").names(),
+            vec!["ADMIN"]
+        );
+    }
+
+    #[test]
+    fn scope_patterns() {
+        let id = identity(
+            &json!({"sub": "svc", "publish": "orders.*, audit", "subscribe": ["news"]}),
+            Roles::USER,
+        )
+        .unwrap();
+        let publish: Vec<&str> = id
+            .publish
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(Pattern::as_str)
+            .collect();
+        assert_eq!(publish, vec!["orders.*", "audit"]);
+        assert_eq!(id.subscribe.unwrap()[0].as_str(), "news");
+        assert!(identity(&json!({"sub": ""}), Roles::USER).is_err());
+        assert!(identity(&json!({"sub": {"x": 1}}), Roles::USER).is_err());
+    }
+}
