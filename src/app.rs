@@ -88,6 +88,7 @@ pub async fn run(
         shutdown: token.clone(),
         started: Instant::now(),
     };
+    let control = crate::control::ControlServer::start(&config.data_dir, state.clone());
     let router = crate::api::router(state, &config.cors.allow_origins);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), durability = ?config.storage.durability, "tidings listening");
@@ -109,6 +110,9 @@ pub async fn run(
             grace_secs = grace.as_secs(),
             "connections still open after the grace period; closing them"
         ),
+    }
+    if let Some(control) = control {
+        control.stop(grace).await;
     }
     ingest.close().await;
     writer.join().await;

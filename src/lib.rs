@@ -12,6 +12,7 @@
 //! - [`api`]: HTTP routes, adapters onto the two paths.
 //! - [`net`]: accepting connections (the connection limit).
 //! - [`app`]: state, listener, shutdown.
+//! - [`control`]: the local control socket (`tidings user|token …`), server and client.
 //! - [`bench`]: the load generator behind `tidings bench`.
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod event;
 pub mod hub;

@@ -3,7 +3,7 @@
 //! `Subscription`, and format the answer. Status codes are chosen only in
 //! `error.rs`.
 
-mod admin;
+pub(crate) mod admin;
 mod auth;
 mod cors;
 pub mod error;
