@@ -38,6 +38,11 @@ struct Inner {
     store: Store,
     passwords: passwords::Hasher,
     config: AuthConfig,
+    /// The one-time token that creates the first admin; `Some` only while
+    /// no user exists. Locked for reads and a take, never across `.await`.
+    setup: std::sync::Mutex<Option<String>>,
+    /// Login and setup attempts per IP address and per user name.
+    login_limits: accounts::LoginLimits,
 }
 
 impl Auth {
@@ -58,6 +63,8 @@ impl Auth {
         }
         let sessions = sessions::Sessions::new(&store, cfg)
             .map_err(|e| ConfigError(format!("cannot set up login sessions: {e}")))?;
+        let setup = accounts::initial_setup_token(&store)
+            .map_err(|e| ConfigError(format!("cannot read the users: {e}")))?;
         Ok(Auth(Arc::new(Inner {
             jwt: jwt::Verifier::from_config(cfg)?,
             sessions,
@@ -65,6 +72,8 @@ impl Auth {
             store,
             passwords: passwords::Hasher::new(),
             config: cfg.clone(),
+            setup: std::sync::Mutex::new(setup),
+            login_limits: accounts::LoginLimits::new(cfg.login_attempts_per_minute),
         })))
     }
 

@@ -7,12 +7,16 @@
 //! | `keys`         | idempotency key                      | seq (u64 BE) ‖ timestamp (i64 BE) ‖ stream |
 //! | `streams`      | stream name                          | stream settings (JSON)             |
 //! | `meta`         | one of the `META_*` names            | see each name                      |
+//! | `users`        | user name (UTF-8)                    | user record (JSON, `store/accounts.rs`) |
+//! | `tokens`       | API token id (12 ASCII alphanumerics) | token record (JSON, `store/accounts.rs`) |
 
 pub const LOG: &str = "log";
 pub const STREAM_INDEX: &str = "stream_index";
 pub const KEYS: &str = "keys";
 pub const STREAMS: &str = "streams";
 pub const META: &str = "meta";
+pub const USERS: &str = "users";
+pub const TOKENS: &str = "tokens";
 
 /// u32 BE: the schema version the database was last migrated to.
 pub const META_SCHEMA_VERSION: &[u8] = b"schema_version";

@@ -6,14 +6,19 @@ use crate::store::keys;
 
 #[path = "../../migrations/0001_initial_layout.rs"]
 mod m0001;
+#[path = "../../migrations/0002_accounts.rs"]
+mod m0002;
 
 type Apply = fn(&sled::Db, &mut sled::Batch) -> sled::Result<()>;
 
 /// Every migration, in order; entry `i` takes the schema to version `i + 1`.
-const MIGRATIONS: &[(&str, Apply)] = &[("initial layout", m0001::apply)];
+const MIGRATIONS: &[(&str, Apply)] = &[
+    ("initial layout", m0001::apply),
+    ("accounts", m0002::apply),
+];
 
 /// The schema version this binary writes.
-pub const CURRENT_VERSION: u32 = 1;
+pub const CURRENT_VERSION: u32 = 2;
 
 /// Brings `db` to [`CURRENT_VERSION`]; refuses a newer database.
 pub fn migrate(db: &sled::Db) -> Result<u32> {

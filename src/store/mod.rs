@@ -9,6 +9,7 @@
 //! Locking: `Inner::streams` is a std `RwLock` held only for map operations,
 //! never across `.await`. Counters are atomics.
 
+mod accounts;
 pub mod keys;
 mod migrate;
 pub mod segment;
@@ -21,6 +22,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
+pub use accounts::{TokenRecord, UserRecord};
 pub use migrate::CURRENT_VERSION;
 pub use writer::{Committed, Outcome, Writer};
 
