@@ -66,7 +66,13 @@ impl Verifier {
         validation.leeway = cfg.jwt_leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured `aud`/`iss` must be present, not only right when present.
+        let required: Vec<&str> = ["exp", "sub"]
+            .into_iter()
+            .chain(cfg.jwt_audience.as_ref().map(|_| "aud"))
+            .chain(cfg.jwt_issuer.as_ref().map(|_| "iss"))
+            .collect();
+        validation.set_required_spec_claims(&required);
         match &cfg.jwt_audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -192,7 +198,9 @@ fn describe(e: &jsonwebtoken::errors::Error) -> &'static str {
         K::InvalidAudience => "`aud` is not this server's audience",
         K::InvalidIssuer => "`iss` is not the expected issuer",
         K::MissingRequiredClaim(c) if c == "exp" => "it has no `exp` claim",
-        K::MissingRequiredClaim(_) => "a required claim (`exp`, `sub`) is missing",
+        K::MissingRequiredClaim(_) => {
+            "a required claim (`exp`, `sub`, or the configured `iss` or `aud`) is missing"
+        }
         K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "it is not a well-formed JWT",
         _ => "it could not be verified",
     }
