@@ -554,7 +554,7 @@ async fn api_tokens_publish_until_revoked() {
     let me = http.get(ME, Cred::Bearer(&token)).await;
     assert_eq!(
         me.body,
-        json!({"subject": "billing", "roles": ["PUBLISHER"], "via": "api_token"})
+        json!({"subject": "token:billing", "roles": ["PUBLISHER"], "via": "api_token"})
     );
 
     let list = http.get(TOKENS, Cred::Bearer(&admin)).await;

@@ -17,7 +17,7 @@ pub mod tokens;
 use std::sync::Arc;
 
 pub use access::{Anonymous, Pattern, Policy, Roles};
-pub use caller::{Caller, Via};
+pub use caller::{CSRF_HEADER, Caller, SESSION_COOKIE, Via};
 
 use crate::config::{AuthConfig, ConfigError};
 use crate::error::Result;
@@ -125,12 +125,11 @@ impl Auth {
                     self.0.policy.check_subscribe(caller, s)?;
                 }
             }
-            None if !admin => {
-                if caller.is_anonymous() && !self.0.policy.anonymous().subscribe {
-                    self.0
-                        .policy
-                        .check_subscribe(caller, crate::event::DEFAULT_STREAM)?;
-                }
+            // Anonymous readers of "all streams" need the anonymous switch.
+            None if caller.is_anonymous() && !self.0.policy.anonymous().subscribe => {
+                self.0
+                    .policy
+                    .check_subscribe(caller, crate::event::DEFAULT_STREAM)?;
             }
             None => {}
         }

@@ -35,6 +35,9 @@ struct Claims {
     sub: String,
     roles: Vec<String>,
     iat: u64,
+    /// `iat` in milliseconds: a revocation voids tokens issued before it
+    /// even within the same second.
+    iat_ms: u64,
     exp: u64,
     jti: String,
     csrf: String,
@@ -91,7 +94,7 @@ pub struct Sessions {
 struct Revoked {
     /// jti → expiry.
     tokens: HashMap<String, u64>,
-    /// subject → tokens issued at or before this second are void.
+    /// subject → tokens issued at or before this millisecond are void.
     subjects: HashMap<String, u64>,
 }
 
@@ -114,12 +117,14 @@ impl Sessions {
 
     /// A new token for `subject` with `roles`.
     pub fn issue(&self, subject: &str, roles: Roles) -> Result<Issued> {
-        let now = now_secs();
+        let now_ms = now_millis();
+        let now = now_ms / 1000;
         let claims = Claims {
             iss: ISSUER.into(),
             sub: subject.into(),
             roles: roles.names().into_iter().map(str::to_owned).collect(),
             iat: now,
+            iat_ms: now_ms,
             exp: now + self.ttl_secs,
             jti: random_id(16),
             csrf: random_id(24),
@@ -155,7 +160,7 @@ impl Sessions {
         {
             let revoked = self.revoked.lock().expect("revocations lock");
             let void_before = revoked.subjects.get(&claims.sub).copied().unwrap_or(0);
-            if revoked.tokens.contains_key(&claims.jti) || claims.iat <= void_before {
+            if revoked.tokens.contains_key(&claims.jti) || claims.iat_ms <= void_before {
                 return Err(Error::Unauthorized(
                     "the session has ended; log in again".into(),
                 ));
@@ -193,9 +198,9 @@ impl Sessions {
 
     /// Ends every session issued to `subject` so far (password change, removal).
     pub fn revoke_subject(&self, subject: &str) {
-        let now = now_secs();
+        let now = now_millis();
         let mut revoked = self.revoked.lock().expect("revocations lock");
-        let horizon = now.saturating_sub(self.ttl_secs);
+        let horizon = now.saturating_sub(self.ttl_secs * 1000);
         revoked.subjects.retain(|_, at| *at >= horizon);
         revoked.subjects.insert(subject.to_owned(), now);
     }
@@ -205,6 +210,13 @@ impl Sessions {
 pub fn random_id(n: usize) -> String {
     let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn now_secs() -> u64 {

@@ -36,7 +36,8 @@ pub struct Grant {
 impl Grant {
     pub fn caller(self, ip: IpAddr) -> Caller {
         Caller {
-            subject: Some(self.name),
+            // Namespaced: a token named like a user must not read that user's stream.
+            subject: Some(format!("token:{}", self.name)),
             roles: self.roles,
             subscribe: self.streams.clone(),
             publish: self.streams,
