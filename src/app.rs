@@ -1,7 +1,9 @@
 //! Builds the [`AppState`], binds the listener, runs until shutdown, drains.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -10,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::config::{Config, Limits};
+use crate::error::Error;
 use crate::hub::Hub;
 use crate::ingest::{Ingest, IngestConfig};
 use crate::store::Store;
@@ -23,14 +26,29 @@ pub struct AppState {
     pub ingest: Ingest,
     pub limits: Arc<Limits>,
     pub connections: Connections,
+    /// Per-caller request rates (`limits.publish_*`, `limits.requests_*`).
+    pub rate_limits: crate::limits::RateLimits,
     /// Cancelled when the server starts shutting down; every long-lived loop selects on it.
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
 
-/// Open long-lived connections per transport, for health and `/streams`.
-#[derive(Clone, Default)]
-pub struct Connections(Arc<[AtomicUsize; 3]>);
+/// Open long-lived connections (SSE, WebSocket, waiting long polls): counted
+/// per transport for health and `/streams`, and capped in total
+/// (`limits.streaming_connections`) and per client IP
+/// (`limits.streaming_per_ip`). Locking: `per_ip` is held only to count one
+/// connection in or out, never across an await.
+#[derive(Clone)]
+pub struct Connections(Arc<ConnectionsInner>);
+
+struct ConnectionsInner {
+    by_transport: [AtomicUsize; 3],
+    /// Open connections per IP; an entry goes when its count reaches 0, so
+    /// the map never holds more than `max_total` entries.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_total: usize,
+    max_per_ip: usize,
+}
 
 /// The transports counted by [`Connections`].
 #[derive(Debug, Clone, Copy)]
@@ -41,22 +59,69 @@ pub enum Transport {
 }
 
 impl Connections {
-    /// Counts one connection until the guard drops.
-    pub fn open(&self, t: Transport) -> ConnectionGuard {
-        self.0[t as usize].fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(self.clone(), t)
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self(Arc::new(ConnectionsInner {
+            by_transport: Default::default(),
+            per_ip: Mutex::new(HashMap::new()),
+            max_total,
+            max_per_ip,
+        }))
+    }
+
+    /// Counts one connection from `ip` until the guard drops, or refuses it:
+    /// `Busy` (503) at the server-wide cap, `TooManyConnections` (429) at
+    /// the per-IP cap.
+    pub fn open(&self, t: Transport, ip: IpAddr) -> Result<ConnectionGuard, Error> {
+        let ip = ip.to_canonical();
+        let inner = &self.0;
+        let mut per_ip = inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        // Counters change only under this lock, so the sum is exact here.
+        if self.total() >= inner.max_total {
+            return Err(Error::Busy(format!(
+                "the server has {} streaming connections (SSE, WebSocket, long poll), its limit; retry later",
+                inner.max_total
+            )));
+        }
+        let mine = per_ip.entry(ip).or_insert(0);
+        if *mine >= inner.max_per_ip {
+            return Err(Error::TooManyConnections(format!(
+                "{ip} has {} streaming connections (SSE, WebSocket, long poll) open, the limit per address; close one first",
+                inner.max_per_ip
+            )));
+        }
+        *mine += 1;
+        inner.by_transport[t as usize].fetch_add(1, Ordering::Relaxed);
+        Ok(ConnectionGuard(self.clone(), t, ip))
     }
 
     pub fn get(&self, t: Transport) -> usize {
-        self.0[t as usize].load(Ordering::Relaxed)
+        self.0.by_transport[t as usize].load(Ordering::Relaxed)
+    }
+
+    /// Open connections of every transport.
+    pub fn total(&self) -> usize {
+        self.0
+            .by_transport
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
-pub struct ConnectionGuard(Connections, Transport);
+/// One counted connection; dropping it frees its slot.
+pub struct ConnectionGuard(Connections, Transport, IpAddr);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        (self.0).0[self.1 as usize].fetch_sub(1, Ordering::Relaxed);
+        let inner = &(self.0).0;
+        let mut per_ip = inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.2) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.2);
+            }
+        }
+        inner.by_transport[self.1 as usize].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -84,7 +149,11 @@ pub async fn run(
         hub,
         ingest: ingest.clone(),
         limits: Arc::new(config.limits.clone()),
-        connections: Connections::default(),
+        connections: Connections::new(
+            config.limits.streaming_connections,
+            config.limits.streaming_per_ip,
+        ),
+        rate_limits: crate::limits::RateLimits::new(&config.limits),
         shutdown: token.clone(),
         started: Instant::now(),
     };
@@ -99,10 +168,10 @@ pub async fn run(
         signal.cancel();
     });
     let listener = crate::net::LimitedListener::new(listener, config.limits.max_connections);
-    let served =
-        axum::serve(listener, router).with_graceful_shutdown(token.clone().cancelled_owned());
+    let header_timeout = Duration::from_secs(config.limits.header_read_timeout_secs);
+    let served = crate::net::serve(listener, router, header_timeout, token.clone());
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let server = tokio::spawn(async move { served.await });
+    let server = tokio::spawn(served);
     token.cancelled().await;
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.context("server task")?.context("server")?,

@@ -9,8 +9,9 @@
 //! - [`ingest`]: THE write path (validate → idempotency → seq → store → hub).
 //! - [`subscribe`]: THE read path (`Subscription`: catch-up, then live).
 //! - [`auth`]: who is calling (`Caller`) and the one access check (`Policy`).
+//! - [`limits`]: per-caller rate limits (token buckets by caller key).
 //! - [`api`]: HTTP routes, adapters onto the two paths.
-//! - [`net`]: accepting connections (the connection limit).
+//! - [`net`]: accepting and serving connections (connection limit, header timeout).
 //! - [`app`]: state, listener, shutdown.
 //! - [`control`]: the local control socket (`tidings user|token …`), server and client.
 //! - [`bench`]: the load generator behind `tidings bench`.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod event;
 pub mod hub;
 pub mod ingest;
+pub mod limits;
 pub mod net;
 pub mod store;
 pub mod subscribe;

@@ -1,16 +1,94 @@
-//! Accepting TCP connections: a bound on open connections
-//! (`limits.max_connections`). Past the bound a connection is answered at once
-//! with `503` and a JSON error, then closed, instead of waiting unseen.
+//! Accepting and serving TCP connections: a bound on open connections
+//! (`limits.max_connections`; past it a connection is answered at once with
+//! `503` and a JSON error, then closed, instead of waiting unseen), and the
+//! serving loop: HTTP/1.1 and h2c on one port, a deadline for the request
+//! head (`limits.header_read_timeout_secs`), the peer address in every
+//! request's extensions, and graceful shutdown.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
+/// accepting, lets every HTTP connection finish its request in flight, and
+/// returns once they are closed (upgraded WebSockets end on `shutdown`
+/// themselves; the caller bounds the wait).
+///
+/// A client has `header_read_timeout` to send the first byte of a request
+/// and then its whole head, on a new or an idle keep-alive connection;
+/// after that the connection is closed. Each request carries
+/// `ConnectInfo<SocketAddr>` (rate limits and connection caps key on it).
+pub async fn serve(
+    mut listener: LimitedListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    // CONNECT protocol: WebSockets over HTTP/2 (RFC 8441), as axum::serve does.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let service = router
+            .clone()
+            .map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let service = TowerToHyperService::new(service);
+        let watcher = graceful.watcher();
+        let (builder, shutdown) = (builder.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            // Before the first byte hyper does not know the protocol yet and
+            // has no deadline of its own.
+            let first = tokio::select! {
+                first = tokio::time::timeout(header_read_timeout, io.first_byte()) => first,
+                _ = shutdown.cancelled() => return,
+            };
+            if !matches!(first, Ok(Ok(true))) {
+                tracing::debug!(%peer, "connection closed: no request within limits.header_read_timeout_secs");
+                return;
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
 
 /// A listener that hands out at most `max` connections at a time.
 pub struct LimitedListener {
@@ -33,6 +111,14 @@ impl LimitedListener {
 pub struct Counted {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Counted {
+    /// Waits until the client has sent something; `false` if it closed first.
+    async fn first_byte(&self) -> io::Result<bool> {
+        let mut byte = [0u8; 1];
+        Ok(self.stream.peek(&mut byte).await? > 0)
+    }
 }
 
 impl axum::serve::Listener for LimitedListener {

@@ -9,6 +9,7 @@ mod cors;
 pub mod error;
 mod events;
 mod health;
+mod limits;
 mod poll;
 mod sse;
 mod streams;
@@ -16,6 +17,7 @@ mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -48,6 +50,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(state.clone(), limits::request_timeout))
+        .layer(from_fn_with_state(state.clone(), limits::rate_limit))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 axum::response::IntoResponse::into_response(Error::Internal(

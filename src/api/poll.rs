@@ -83,7 +83,7 @@ pub async fn poll_events(
     let mut sub = Subscription::open(&state.store, &state.hub, filter, Start::After(after))?;
     let mut items = sub.ready(limit).await?;
     if items.is_empty() && !wait.is_zero() {
-        let _guard = state.connections.open(Transport::LongPoll);
+        let _guard = state.connections.open(Transport::LongPoll, caller.ip)?;
         tokio::select! {
             got = sub.next_batch(limit) => items = got?,
             _ = tokio::time::sleep(wait) => {}

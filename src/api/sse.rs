@@ -48,7 +48,7 @@ pub async fn stream_events(
         types: parse_type_list(q.types.as_deref()),
         viewer,
     };
-    open(state, filter, &headers, q.after.as_deref())
+    open(state, filter, &headers, q.after.as_deref(), caller.ip)
 }
 
 /// # `GET /api/v1/sse?streams=a,b&types=x,y&after=ID`
@@ -67,7 +67,7 @@ pub async fn multi_stream_events(
         types: parse_type_list(q.types.as_deref()),
         viewer,
     };
-    open(state, filter, &headers, q.after.as_deref())
+    open(state, filter, &headers, q.after.as_deref(), caller.ip)
 }
 
 /// The SSE seed's CORS header; the origin is decided by `api/cors.rs`.
@@ -83,6 +83,7 @@ fn open(
     filter: Filter,
     headers: &HeaderMap,
     after: Option<&str>,
+    ip: std::net::IpAddr,
 ) -> Result<Response> {
     let last_event_id = headers
         .get("last-event-id")
@@ -93,7 +94,7 @@ fn open(
         _ => Start::Now,
     };
     let sub = Subscription::open(&state.store, &state.hub, filter, start)?;
-    let guard = state.connections.open(Transport::Sse);
+    let guard = state.connections.open(Transport::Sse, ip)?;
     let shutdown = state.shutdown.clone();
     let body = async_stream::stream! {
         let _guard = guard;

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_cursor, unix_now};
-use crate::app::{AppState, Transport};
+use crate::app::{AppState, ConnectionGuard, Transport};
 use crate::auth::{Caller, Via};
 use crate::error::Error;
 use crate::event::valid_stream_name;
@@ -68,6 +68,8 @@ pub async fn upgrade(
                 .into(),
         ));
     }
+    // Counted before the upgrade, so a client over a cap gets an HTTP answer.
+    let guard = state.connections.open(Transport::WebSocket, caller.ip)?;
     let max = state.limits.ws_message_bytes;
     Ok(ws
         .read_buffer_size(READ_BUFFER)
@@ -76,7 +78,7 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER + 2 * state.limits.event_bytes + 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| Connection::new(state, caller).run(socket)))
+        .on_upgrade(move |socket| Connection::new(state, caller).run(socket, guard)))
 }
 
 /// Cross-site WebSocket hijacking: a page may open a WebSocket only from an
@@ -140,8 +142,8 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
-        let _guard = self.state.connections.open(Transport::WebSocket);
+    /// Serves the socket; `_guard` counts the connection until it ends.
+    async fn run(mut self, mut socket: WebSocket, _guard: ConnectionGuard) {
         let hello = json!({"type": "system:connected", "payload": {
             "connection_id": self.id, "server": "tidings", "version": env!("CARGO_PKG_VERSION"), "timestamp": unix_now(),
             "user_id": self.caller.subject, "authenticated": !self.caller.is_anonymous(),

@@ -17,6 +17,14 @@ use super::http::{Conn, Endpoint};
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long it may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Abuse limits a load test would trip over: no rate limits, and every
+/// bench connection (all from one address) under the per-IP cap. A pair
+/// the user set, with `--server-env` or in the environment, wins.
+const BENCH_ENV: [(&str, &str); 3] = [
+    ("TIDINGS_LIMITS__PUBLISH_PER_SECOND", "0"),
+    ("TIDINGS_LIMITS__REQUESTS_PER_SECOND", "0"),
+    ("TIDINGS_LIMITS__STREAMING_PER_IP", "1000000"),
+];
 
 /// A server started by the bench.
 pub struct Spawned {
@@ -45,7 +53,7 @@ pub struct ServerReport {
 impl Spawned {
     /// Starts `serve` with `env` (`KEY=VALUE` pairs) added to its environment.
     pub async fn start(env: &[String]) -> anyhow::Result<Self> {
-        let pairs = parse_env(env)?;
+        let pairs = with_bench_defaults(parse_env(env)?, |k| std::env::var_os(k).is_some());
         let exe = std::env::current_exe().context("while locating the tidings executable")?;
         let port = free_port()?;
         let root = std::env::temp_dir().join(format!(
@@ -198,6 +206,20 @@ fn parse_env(env: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `pairs` plus each [`BENCH_ENV`] pair whose key neither `pairs` names nor
+/// `inherited` (the environment) has.
+fn with_bench_defaults(
+    mut pairs: Vec<(String, String)>,
+    inherited: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    for (key, value) in BENCH_ENV {
+        if !inherited(key) && !pairs.iter().any(|(k, _)| k == key) {
+            pairs.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    pairs
+}
+
 /// A loopback port free right now (bound to port 0, then released).
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -238,6 +260,24 @@ mod tests {
         assert_eq!(ok[1], ("A".into(), String::new()));
         assert!(parse_env(&["nope".into()]).is_err());
         assert!(parse_env(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn bench_defaults_do_not_override_the_user() {
+        let user = vec![(
+            "TIDINGS_LIMITS__PUBLISH_PER_SECOND".to_owned(),
+            "5".to_owned(),
+        )];
+        let env = with_bench_defaults(user, |k| k == "TIDINGS_LIMITS__STREAMING_PER_IP");
+        let get = |key: &str| {
+            env.iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("TIDINGS_LIMITS__PUBLISH_PER_SECOND"), ["5"]);
+        assert_eq!(get("TIDINGS_LIMITS__REQUESTS_PER_SECOND"), ["0"]);
+        assert!(get("TIDINGS_LIMITS__STREAMING_PER_IP").is_empty());
     }
 
     #[test]
