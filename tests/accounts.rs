@@ -18,7 +18,7 @@ use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-const SECRET: &str = "a-test-secret-of-more-than-32-bytes-length";
+const SECRET: &str = common::TEST_JWT_SECRET;
 const USERS: &str = "/api/v1/admin/users";
 const TOKENS: &str = "/api/v1/admin/tokens";
 const LOGIN: &str = "/api/v1/auth/login";
@@ -46,13 +46,7 @@ fn lock_down(c: &mut tidings::config::Config) {
 
 /// An HS256 JWT for `sub` with `roles`, valid for an hour.
 fn jwt(sub: &str, roles: &[&str]) -> String {
-    let claims = json!({"sub": sub, "roles": roles, "exp": unix_now() + 3600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("signing a test JWT")
+    common::hs256_token(sub, roles)
 }
 
 /// How a request proves who it is.

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 /// The HS256 secret of the secured test servers (at least 32 bytes).
-const SECRET: &str = "tidings-test-hs256-secret-0123456789abcdef";
+const SECRET: &str = common::TEST_JWT_SECRET;
 
 // ---------------------------------------------------------------- tokens
 
@@ -172,15 +172,7 @@ async fn secured_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
 
 /// A client sending `Authorization: Bearer <token>` on every request.
 fn api_as(server: &TestServer, token: &str) -> Api {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
-    Api {
-        http: reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap(),
-        base: format!("http://{}", server.addr),
-    }
+    Api::with_token(server, token)
 }
 
 /// An answer whose body is read unless it is an event stream.

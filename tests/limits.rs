@@ -19,25 +19,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes-long";
+const SECRET: &str = common::TEST_JWT_SECRET;
 
 /// An HS256 token for `sub` with the PUBLISHER role.
 fn token(sub: &str) -> String {
-    let claims = json!({
-        "sub": sub,
-        "exp": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600,
-        "roles": ["PUBLISHER"],
-    });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
+    common::hs256_token(sub, &["PUBLISHER"])
 }
 
 /// POSTs `body` to `path` with an optional bearer token; the raw response.

@@ -55,6 +55,24 @@ impl Api {
         }
     }
 
+    /// A client sending `Authorization: Bearer <token>` on every request.
+    pub fn with_token(server: &TestServer, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .expect("token is a header value"),
+        );
+        Self {
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("client"),
+            base: server.base.clone(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

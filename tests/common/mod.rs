@@ -116,6 +116,26 @@ impl Drop for TestServer {
     }
 }
 
+/// The HS256 secret test servers configure (`auth.jwt_secret`) when they
+/// need JWT callers.
+pub const TEST_JWT_SECRET: &str = "tidings-test-hs256-secret-0123456789abcdef";
+
+/// An HS256 JWT signed with [`TEST_JWT_SECRET`] for `sub` with `roles`,
+/// valid for an hour.
+pub fn hs256_token(sub: &str, roles: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": sub, "roles": roles, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes()),
+    )
+    .expect("signing a test JWT")
+}
+
 /// Polls `check` until it is true; panics with `what` after `deadline`.
 pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut check: F)
 where
