@@ -2,9 +2,9 @@
 //! The checks live in `auth/accounts.rs` and `auth/sessions.rs`; these
 //! handlers read the request, call them, and set or clear the cookie.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +15,9 @@ use serde_json::json;
 
 use crate::api::error::ApiJson;
 use crate::app::AppState;
-use crate::auth::accounts::{SESSION_COOKIE, valid_name};
-use crate::auth::{Caller, Roles, Via};
+use crate::auth::SESSION_COOKIE;
+use crate::auth::accounts::valid_name;
+use crate::auth::{Caller, Roles, Via, peer_ip};
 use crate::error::{Error, Result};
 
 /// The routes of this file.
@@ -36,12 +37,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
-        Ok(PeerIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
-        ))
+        Ok(PeerIp(peer_ip(parts)))
     }
 }
 

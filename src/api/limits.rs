@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{Method, request::Parts};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, peer_ip};
 use crate::error::Error;
 use crate::limits::Class;
 
@@ -69,44 +69,5 @@ pub async fn request_timeout(State(state): State<AppState>, req: Request, next: 
     match tokio::time::timeout(Duration::from_secs(secs), next.run(req)).await {
         Ok(response) => response,
         Err(_) => Error::RequestTimeout(secs).into_response(),
-    }
-}
-
-fn peer_ip(parts: &Parts) -> std::net::IpAddr {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classes() {
-        let check = |method: Method, path: &str, want: Option<Class>| {
-            assert_eq!(class_of(&method, path), want, "{method} {path}");
-        };
-        check(Method::POST, "/api/v1/events", Some(Class::Publish));
-        check(Method::POST, "/api/v1/events/batch", Some(Class::Publish));
-        check(
-            Method::POST,
-            "/api/v1/events/broadcast",
-            Some(Class::Publish),
-        );
-        check(Method::POST, "/v1/internal/events", Some(Class::Publish));
-        check(Method::GET, "/api/v1/events", Some(Class::Request));
-        check(
-            Method::POST,
-            "/api/v1/events/validate",
-            Some(Class::Request),
-        );
-        check(Method::GET, "/ws", Some(Class::Request));
-        check(Method::GET, "/health", None);
-        check(Method::GET, "/health/detailed", None);
-        check(Method::GET, "/ready", None);
-        check(Method::GET, "/metrics", None);
-        check(Method::GET, "/healthz", Some(Class::Request));
     }
 }

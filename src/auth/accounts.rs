@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::store::{TokenRecord, UserRecord};
 
 /// Name of the login session cookie.
-pub use super::caller::SESSION_COOKIE;
+use super::SESSION_COOKIE;
 
 /// Longest user or token name.
 pub const MAX_NAME_BYTES: usize = 64;

@@ -128,10 +128,7 @@ impl FromRequestParts<AppState> for Caller {
 impl Auth {
     /// Reads the request's credentials; see the module doc for the order.
     pub fn resolve(&self, parts: &Parts) -> Result<Caller> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let ip = peer_ip(parts);
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let value = value
                 .to_str()
@@ -198,6 +195,15 @@ impl Auth {
             ip,
         })
     }
+}
+
+/// The peer's address (`ConnectInfo`, set by `net::serve`); `0.0.0.0` when
+/// absent.
+pub fn peer_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
 fn is_safe(m: &Method) -> bool {

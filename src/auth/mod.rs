@@ -17,7 +17,7 @@ pub mod tokens;
 use std::sync::Arc;
 
 pub use access::{Anonymous, Pattern, Policy, Roles};
-pub use caller::{CSRF_HEADER, Caller, SESSION_COOKIE, Via};
+pub use caller::{CSRF_HEADER, Caller, SESSION_COOKIE, Via, peer_ip};
 
 use crate::config::{AuthConfig, ConfigError};
 use crate::error::Result;
