@@ -1239,6 +1239,9 @@ async fn a_configured_key_closes_anonymous_access_unless_switched_on() {
         .await
         .unauthorized("anonymous publish");
     get(&anonymous, EVENTS).await.unauthorized("anonymous poll");
+    get(&anonymous, "/api/v1/events/streams")
+        .await
+        .unauthorized("anonymous stream list");
     let admin = api_as(&server, &token("root", &["ADMIN"]));
     assert_ids(&admin.poll_all("").await, &[]);
 

@@ -9,13 +9,17 @@ use serde_json::{Value, json};
 use super::unix_now;
 use crate::app::AppState;
 use crate::auth::Caller;
+use crate::error::Result;
 
 /// # `GET /api/v1/events/streams`
 ///
 /// `{"success":true,"data":{"<stream>":{"clients","active","generator":{"running","paused"}}},"timestamp"}`.
 /// Lists every stored stream and every stream someone is subscribed to.
 /// Callers see only the streams they may subscribe to.
-pub async fn list_streams(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+pub async fn list_streams(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
+    // Same entry check as reading every stream (401 for anonymous callers
+    // when anonymous reading is off).
+    state.auth.viewer(&caller, None)?;
     let policy = state.auth.policy();
     let visible = |name: &str| policy.may_subscribe(&caller, name);
     let mut clients = state.hub.clients();
@@ -32,7 +36,9 @@ pub async fn list_streams(State(state): State<AppState>, caller: Caller) -> Json
         data.entry(name)
             .or_insert_with(|| stream_info(n, false, None));
     }
-    Json(json!({ "success": true, "data": data, "timestamp": unix_now() }))
+    Ok(Json(
+        json!({ "success": true, "data": data, "timestamp": unix_now() }),
+    ))
 }
 
 fn stream_info(clients: usize, stored: bool, created: Option<i64>) -> Value {
