@@ -1,5 +1,6 @@
 //! Clients nobody here wrote: Python's requests, sseclient-py and websockets
-//! run `tests/interop/python_clients.py` against a real server. Skipped with a
+//! run `tests/interop/python_clients.py` against a real server, once open and
+//! once with JWT authentication. Skipped with a
 //! loud message when python3 or those modules are missing, unless
 //! `TIDINGS_REQUIRE_ALL=1` (set by `make test`, which installs them).
 
@@ -34,14 +35,26 @@ async fn python_clients_work_unchanged() {
         eprintln!("\n*** SKIPPING python_clients_work_unchanged: {why} ***\n");
         return;
     }
-    let server = TestServer::start().await;
+    run_script(&TestServer::start().await, &[]).await;
+    let secured = TestServer::start_with(|c| {
+        c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());
+        c.auth.allow_anonymous = Some(false);
+    })
+    .await;
+    let admin = common::hs256_token("root", &["ADMIN"]);
+    let user = common::hs256_token("alice", &["USER"]);
+    run_script(&secured, &["--auth", &admin, &user]).await;
+}
+
+/// Runs the Python clients against `server`; fails the test on any mismatch.
+async fn run_script(server: &TestServer, args: &[&str]) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/python_clients.py"
     );
-    let base = server.base.clone();
-    let run =
-        tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(base).output());
+    let mut command = Command::new("python3");
+    command.arg(script).arg(&server.base).args(args);
+    let run = tokio::task::spawn_blocking(move || command.output());
     let out = common::within("python clients", Duration::from_secs(60), run)
         .await
         .unwrap()
@@ -50,7 +63,7 @@ async fn python_clients_work_unchanged() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "python clients failed:\n{stdout}\n{stderr}"
+        "python clients {args:?} failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }

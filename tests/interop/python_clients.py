@@ -1,7 +1,12 @@
 """Python clients nobody here wrote, against a running Tidings: requests
 (publish, poll), sseclient-py (SSE with Last-Event-ID resume) and websockets
 (the realtime seed's protocol). Usage: python_clients.py BASE_URL. Exits
-non-zero with a message on the first mismatch."""
+non-zero with a message on the first mismatch.
+
+With `--auth ADMIN_TOKEN USER_TOKEN` (a server verifying HS256 JWTs, anonymous
+access off; USER_TOKEN's `sub` is `alice`) it checks the same clients with
+credentials instead: bearer headers, `?token=` on EventSource-style SSE and
+on the WebSocket, 401 without them, and per-user delivery."""
 import asyncio
 import json
 import sys
@@ -93,7 +98,62 @@ def poll(ids):
     check(r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor", "bad cursor %s" % r.text)
 
 
-ids = sse()
-asyncio.run(ws(ids))
-poll(ids)
+def auth_checks(admin, user):
+    r = requests.post(BASE + "/api/v1/events", json={"type": "py.auth", "stream_id": "pa"})
+    check(r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+          and r.headers.get("WWW-Authenticate", "").startswith("Bearer"), "anonymous publish %d %s" % (r.status_code, r.text))
+    as_admin = {"Authorization": "Bearer " + admin}
+
+    def send(body):
+        r = requests.post(BASE + "/api/v1/events", json=body, headers=as_admin)
+        check(r.status_code == 201, "admin publish %d %s" % (r.status_code, r.text))
+        return r.json()["id"]
+
+    r = requests.post(BASE + "/api/v1/events", json={"type": "py.auth", "stream_id": "pa"},
+                      headers={"Authorization": "Bearer " + user})
+    check(r.status_code == 403 and r.json()["error"]["code"] == "forbidden", "USER publish %d %s" % (r.status_code, r.text))
+    public = send({"type": "py.auth", "stream_id": "pa", "message": "public"})
+    send({"type": "py.auth", "stream_id": "pa", "user_id": "bob", "message": "for bob"})
+    mine = send({"type": "py.auth", "stream_id": "pa", "user_id": "alice", "message": "for alice"})
+    # EventSource cannot set headers: the token rides in the query string.
+    r = requests.get(BASE + "/api/v1/sse", params={"streams": "pa", "after": "0", "token": user},
+                     stream=True, headers={"Accept": "text/event-stream"}, timeout=10)
+    check(r.status_code == 200, "SSE with ?token= answered %d" % r.status_code)
+    got = []
+    for ev in sseclient.SSEClient(r).events():
+        got.append(ev.id)
+        if len(got) == 2:
+            r.close()
+            break
+    check(got == [public, mine], "alice's SSE gave %s, want %s" % (got, [public, mine]))
+    r = requests.get(BASE + "/api/v1/sse", params={"streams": "pa"}, timeout=10)
+    check(r.status_code == 401, "anonymous SSE answered %d" % r.status_code)
+
+    async def sockets():
+        try:
+            async with websockets.connect(WS):
+                sys.exit("FAILED: anonymous WebSocket was accepted")
+        except Exception as e:  # InvalidStatus (websockets >= 14) or InvalidStatusCode
+            check("401" in str(e), "anonymous WebSocket refused with %r" % e)
+        async with websockets.connect(WS + "?token=" + user) as s:
+            hello = json.loads(await s.recv())
+            check(hello["type"] == "system:connected" and hello["payload"]["user_id"] == "alice", "greeting %s" % hello)
+            joined = json.loads(await s.recv())
+            check(joined["type"] == "room:joined" and joined["payload"]["room"] == "user:alice", "own room %s" % joined)
+            await s.send(json.dumps({"type": "room:join", "payload": {"room": "user:bob"}}))
+            err = json.loads(await s.recv())
+            check(err["type"] == "system:error" and err["payload"]["code"] == "forbidden", "bob's room %s" % err)
+            sent = send({"type": "booking:confirmed", "stream_id": "user:alice", "data": {"booking_id": "b1"}})
+            m = json.loads(await asyncio.wait_for(s.recv(), 10))
+            check(m["type"] == "booking:confirmed" and m["id"] == sent and m["payload"] == {"booking_id": "b1"}, "send-to-user %s" % m)
+
+    asyncio.run(sockets())
+
+
+if len(sys.argv) > 2 and sys.argv[2] == "--auth":
+    auth_checks(sys.argv[3], sys.argv[4])
+else:
+    ids = sse()
+    asyncio.run(ws(ids))
+    poll(ids)
 print("python clients: all checks passed")
