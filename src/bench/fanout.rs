@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use super::Target;
+use super::auth::Credentials;
 use super::http::{Conn, Endpoint};
 use super::stats::{self, Acks as Published, CpuSample, CpuUse, Latency};
 use super::subscriber::{self, Shared, SubStats, Transport};
@@ -73,6 +74,8 @@ pub struct FanoutReport {
     pub published: u64,
     /// Publish requests that failed or were not answered 201.
     pub publish_errors: u64,
+    /// Of the publish errors, answers 429 (a rate limit).
+    pub publish_rate_limited: u64,
     /// Events per second the publishers reached.
     pub achieved_rate: f64,
     /// Publish request → 201 (includes the group commit's flush under sync durability).
@@ -103,15 +106,19 @@ pub struct FanoutReport {
     pub cpu: CpuUse,
 }
 
-/// Runs the fan-out scenario against `url`; `server_pid` lets it read the
+/// Runs the fan-out scenario against `url` with `creds` (publishers and
+/// subscribers may use different tokens); `server_pid` lets it read the
 /// server's CPU use when the bench spawned it.
 pub async fn run(
     args: &FanoutArgs,
     url: &str,
+    creds: &Credentials,
     server_pid: Option<u32>,
 ) -> anyhow::Result<FanoutReport> {
     validate(args)?;
-    let endpoint = Arc::new(Endpoint::resolve(url).await?);
+    let server = Endpoint::resolve(url).await?;
+    let endpoint = Arc::new(server.with_token(creds.subscribe.as_deref()));
+    let publishing = Arc::new(server.with_token(creds.publish.as_deref()));
     endpoint.check_ready().await?;
     let publishers = args
         .publishers
@@ -127,7 +134,7 @@ pub async fn run(
     let (shared, subs, connect_seconds) = connect(args, &endpoint).await?;
     let cpu_before = CpuSample::take(server_pid);
     let started = Instant::now();
-    let published = publish(args, &endpoint, publishers).await;
+    let published = publish(args, &publishing, publishers).await;
     let publish_seconds = started.elapsed().as_secs_f64();
     let expected = published.events * args.subscribers as u64;
     let drain_seconds = drain(&shared, expected).await;
@@ -145,6 +152,7 @@ pub async fn run(
         drain_seconds,
         published: published.events,
         publish_errors: published.errors,
+        publish_rate_limited: published.rate_limited,
         achieved_rate: published.events as f64 / publish_seconds,
         ack_latency: Latency::of(&published.latency),
         expected,
@@ -348,7 +356,7 @@ async fn post(out: &mut Published, conn: &mut Option<Conn>, endpoint: &Endpoint,
             out.requests += 1;
             stats::record(&mut out.latency, sent.elapsed().as_micros() as u64);
         }
-        Ok(a) => out.error(format!("publish HTTP {}: {}", a.status, a.snippet(300))),
+        Ok(a) => out.refused(a.status, &format!("(publish) {}", a.snippet(300))),
         Err(e) => {
             out.error(format!("publish: {e}"));
             *conn = None;
@@ -367,6 +375,12 @@ impl FanoutReport {
             self.publish_errors,
             self.ack_latency.line()
         );
+        if self.publish_rate_limited > 0 {
+            println!(
+                "  publish answers 429 (rate-limited): {}",
+                self.publish_rate_limited
+            );
+        }
         if self.achieved_rate < self.rate as f64 * 0.95 {
             println!(
                 "  note: the publishers reached only {:.0}% of the asked rate: acknowledgements took too long",

@@ -7,17 +7,22 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Where the server is: the address to connect to and the `Host` header.
+/// Where the server is: the address to connect to and the `Host` header,
+/// and the credential to send, if any.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     /// `host:port` as given in the URL.
     pub authority: String,
+    /// Sent as `Authorization: Bearer` on every request of a [`Conn`], and
+    /// as `?token=` by WebSocket subscribers.
+    pub token: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -40,7 +45,19 @@ impl Endpoint {
             .with_context(|| format!("while resolving {authority}"))?
             .next()
             .with_context(|| format!("{authority} resolves to no address"))?;
-        Ok(Self { addr, authority })
+        Ok(Self {
+            addr,
+            authority,
+            token: None,
+        })
+    }
+
+    /// The same server, with `token` as the credential (`None`: anonymous).
+    pub fn with_token(&self, token: Option<&str>) -> Self {
+        Self {
+            token: token.map(Arc::from),
+            ..self.clone()
+        }
     }
 
     /// Fails with a clear message unless the server answers
@@ -91,7 +108,8 @@ impl Answer {
 /// One keep-alive connection.
 pub struct Conn {
     stream: TcpStream,
-    authority: String,
+    /// `Host: …\r\n`, and `Authorization: Bearer …\r\n` with a token.
+    headers: String,
     /// Bytes read and not yet consumed.
     buf: Vec<u8>,
     /// The request being written, reused.
@@ -103,9 +121,13 @@ impl Conn {
     pub async fn open(endpoint: &Endpoint) -> io::Result<Self> {
         let stream = TcpStream::connect(endpoint.addr).await?;
         stream.set_nodelay(true)?;
+        let mut headers = format!("Host: {}\r\n", endpoint.authority);
+        if let Some(token) = &endpoint.token {
+            headers += &format!("Authorization: Bearer {token}\r\n");
+        }
         Ok(Self {
             stream,
-            authority: endpoint.authority.clone(),
+            headers,
             buf: Vec::with_capacity(4096),
             req: Vec::with_capacity(1024),
         })
@@ -116,8 +138,8 @@ impl Conn {
         self.req.clear();
         self.req.extend_from_slice(
             format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                self.authority,
+                "POST {path} HTTP/1.1\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                self.headers,
                 body.len()
             )
             .as_bytes(),
@@ -130,9 +152,8 @@ impl Conn {
     /// `GET path`; waits for the whole answer.
     pub async fn get(&mut self, path: &str) -> io::Result<Answer> {
         self.req.clear();
-        self.req.extend_from_slice(
-            format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.authority).as_bytes(),
-        );
+        self.req
+            .extend_from_slice(format!("GET {path} HTTP/1.1\r\n{}\r\n", self.headers).as_bytes());
         self.stream.write_all(&self.req).await?;
         self.read_answer().await
     }

@@ -4,7 +4,12 @@
 //!   back to back; acknowledged events/s and ack latency.
 //! - `fanout`: S WebSocket or SSE subscribers of one stream, events
 //!   published at a paced rate; loss, order and publish→receive latency.
+//! - `login`: C clients logging in N times in all; logins/s and latency.
 //! - `all`: the standard scenarios in sequence and a markdown table.
+//!
+//! `--token`, or `--jwt-secret` (the bench signs its own admin JWT;
+//! `--api-token` publishes with an API token it creates), run any scenario
+//! authenticated (`auth.rs`).
 //!
 //! With `--spawn` each scenario runs against a fresh server started from
 //! this executable (see `server.rs`), whose memory, disk and CPU use are
@@ -12,8 +17,10 @@
 //! (`{"runs":[…],"tidings_bench":…}`) with all of them. Hot loops use a minimal HTTP/1.1
 //! client (`http.rs`) because the bench shares the cores with the server.
 
+mod auth;
 mod fanout;
 mod http;
+mod login;
 mod publish;
 mod server;
 mod stats;
@@ -22,7 +29,9 @@ mod subscriber;
 use clap::Subcommand;
 use serde::Serialize;
 
+pub use auth::{AuthArgs, AuthMode};
 pub use fanout::{FanoutArgs, FanoutReport};
+pub use login::{LoginArgs, LoginReport};
 pub use publish::{PublishArgs, PublishReport};
 pub use server::ServerReport;
 pub use subscriber::Transport;
@@ -42,6 +51,8 @@ pub enum Scenario {
     Publish(PublishArgs),
     /// Fan-out: S subscribers of one stream, events published at a fixed rate.
     Fanout(FanoutArgs),
+    /// Login throughput: C clients making N logins in all (argon2id).
+    Login(LoginArgs),
     /// The standard scenarios in sequence, then a markdown table.
     All(AllArgs),
 }
@@ -63,6 +74,9 @@ pub struct Target {
     /// Environment of the spawned server, e.g. TIDINGS_STORAGE__DURABILITY=async (repeatable).
     #[arg(long = "server-env", value_name = "KEY=VALUE", requires = "spawn")]
     pub server_env: Vec<String>,
+    /// How the bench authenticates.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 impl Default for Target {
@@ -71,6 +85,7 @@ impl Default for Target {
             url: "http://127.0.0.1:8080".into(),
             spawn: false,
             server_env: Vec::new(),
+            auth: AuthArgs::default(),
         }
     }
 }
@@ -94,8 +109,10 @@ pub struct AllArgs {
 pub struct Run {
     /// Short name, e.g. `publish 64×1`.
     pub name: String,
-    /// `publish` or `fanout`.
+    /// `publish`, `fanout` or `login`.
     pub scenario: &'static str,
+    /// How the bench authenticated.
+    pub auth: AuthMode,
     /// `--server-env` pairs the spawned server ran with.
     pub server_env: Vec<String>,
     /// The scenario's figures, inlined in the JSON.
@@ -113,6 +130,8 @@ pub enum Figures {
     Publish(PublishReport),
     /// Figures of `fanout`.
     Fanout(FanoutReport),
+    /// Figures of `login`.
+    Login(LoginReport),
 }
 
 /// Ctrl-C during a scenario: `all` stops instead of going on to the next.
@@ -124,15 +143,31 @@ struct Interrupted;
 enum Job {
     Publish(PublishArgs),
     Fanout(FanoutArgs),
+    Login(LoginArgs),
 }
 
 impl Job {
+    /// `publish 64×1`, `fanout 1000 ws @1000/s`, `login ×8`; with the
+    /// credential after it unless anonymous (`publish 64×1 jwt`).
     fn name(&self) -> String {
-        match self {
+        let name = match self {
             Job::Publish(a) => format!("publish {}×{}", a.connections, a.batch),
             Job::Fanout(a) => {
                 format!("fanout {} {:?} @{}/s", a.subscribers, a.transport, a.rate).to_lowercase()
             }
+            Job::Login(a) => format!("login ×{}", a.concurrency),
+        };
+        match self.target().auth.mode() {
+            AuthMode::Anonymous => name,
+            mode => format!("{name} {}", mode.label()),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Job::Publish(_) => "publish",
+            Job::Fanout(_) => "fanout",
+            Job::Login(_) => "login",
         }
     }
 
@@ -140,6 +175,17 @@ impl Job {
         match self {
             Job::Publish(a) => &a.target,
             Job::Fanout(a) => &a.target,
+            Job::Login(a) => &a.target,
+        }
+    }
+
+    /// Environment a spawned server gets for this scenario unless the user
+    /// set it: logins are rate-limited per IP and per name (10 a minute by
+    /// default), and every login of the bench comes from one of each.
+    fn server_defaults(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Job::Login(_) => &[("TIDINGS_AUTH__LOGIN_ATTEMPTS_PER_MINUTE", "1000000")],
+            _ => &[],
         }
     }
 
@@ -148,6 +194,7 @@ impl Job {
         let sockets = match self {
             Job::Publish(a) => a.connections,
             Job::Fanout(a) => a.subscribers + a.publishers.unwrap_or(64),
+            Job::Login(a) => a.concurrency,
         };
         sockets as u64 + 64
     }
@@ -158,6 +205,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Publish(a) => run_single(Job::Publish(a)).await,
         Scenario::Fanout(a) => run_single(Job::Fanout(a)).await,
+        Scenario::Login(a) => run_single(Job::Login(a)).await,
         Scenario::All(a) => run_all(a).await,
     }
 }
@@ -177,7 +225,14 @@ impl Run {
     /// duplicated or reordered events.
     pub fn problem(&self) -> Option<String> {
         match &self.figures {
-            Figures::Publish(r) if r.errors > 0 => Some(format!("{} requests failed", r.errors)),
+            Figures::Publish(r) if r.errors > 0 => Some(format!(
+                "{} requests failed ({} of them 429 rate-limited)",
+                r.errors, r.rate_limited
+            )),
+            Figures::Login(r) if r.errors > 0 => Some(format!(
+                "{} logins failed ({} of them 429 rate-limited)",
+                r.errors, r.rate_limited
+            )),
             Figures::Fanout(r)
                 if r.publish_errors
                     + r.subscriber_errors
@@ -200,7 +255,14 @@ impl Run {
 async fn run_job(job: Job) -> anyhow::Result<Run> {
     let target = job.target().clone();
     let server = match target.spawn {
-        true => Some(server::Spawned::start(&target.server_env).await?),
+        true => Some(
+            server::Spawned::start(
+                &target.server_env,
+                &target.auth.server_env(),
+                job.server_defaults(),
+            )
+            .await?,
+        ),
         false => None,
     };
     let url = server
@@ -216,9 +278,24 @@ async fn run_job(job: Job) -> anyhow::Result<Run> {
         );
     }
     let scenario = async {
+        let creds = match &job {
+            Job::Login(_) => auth::Credentials {
+                publish: None,
+                subscribe: target.auth.admin_token()?,
+            },
+            _ => {
+                let endpoint = http::Endpoint::resolve(&url).await?;
+                target.auth.credentials(&endpoint).await?
+            }
+        };
         match &job {
-            Job::Publish(a) => publish::run(a, &url, pid).await.map(Figures::Publish),
-            Job::Fanout(a) => fanout::run(a, &url, pid).await.map(Figures::Fanout),
+            Job::Publish(a) => publish::run(a, &url, creds.publish.as_deref(), pid)
+                .await
+                .map(Figures::Publish),
+            Job::Fanout(a) => fanout::run(a, &url, &creds, pid).await.map(Figures::Fanout),
+            Job::Login(a) => login::run(a, &url, creds.subscribe.as_deref(), pid)
+                .await
+                .map(Figures::Login),
         }
     };
     // Ctrl-C still stops the spawned server and removes its data.
@@ -235,16 +312,15 @@ async fn run_job(job: Job) -> anyhow::Result<Run> {
     match &figures {
         Figures::Publish(r) => r.print(),
         Figures::Fanout(r) => r.print(),
+        Figures::Login(r) => r.print(),
     }
     if let Some(s) = &server {
         println!("  {}", s.line());
     }
     Ok(Run {
         name: job.name(),
-        scenario: match job {
-            Job::Publish(_) => "publish",
-            Job::Fanout(_) => "fanout",
-        },
+        scenario: job.kind(),
+        auth: target.auth.mode(),
         server_env: target.server_env,
         figures,
         server,
@@ -346,6 +422,12 @@ fn print_table(runs: &[Run]) {
                     r.publish_errors + r.subscriber_errors,
                     r.lost
                 ),
+                &r.cpu,
+            ),
+            Figures::Login(r) => (
+                format!("{} logins/s", stats::thousands_or_decimals(r.logins_per_s)),
+                r.latency,
+                format!("{} errors", r.errors),
                 &r.cpu,
             ),
         };

@@ -52,6 +52,8 @@ pub struct PublishReport {
     pub requests: u64,
     /// Requests answered with anything but 201, or that failed.
     pub errors: u64,
+    /// Of the errors, answers 429 (a rate limit).
+    pub rate_limited: u64,
     /// The first error's message, if any.
     pub first_error: Option<String>,
     /// Acknowledged events per second.
@@ -64,15 +66,17 @@ pub struct PublishReport {
     pub cpu: CpuUse,
 }
 
-/// Runs the publish scenario against `url`; `server_pid` lets it read the
-/// server's CPU use when the bench spawned it.
+/// Runs the publish scenario against `url`, sending `token` as bearer if
+/// any; `server_pid` lets it read the server's CPU use when the bench
+/// spawned it.
 pub async fn run(
     args: &PublishArgs,
     url: &str,
+    token: Option<&str>,
     server_pid: Option<u32>,
 ) -> anyhow::Result<PublishReport> {
     validate(args)?;
-    let endpoint = Arc::new(Endpoint::resolve(url).await?);
+    let endpoint = Arc::new(Endpoint::resolve(url).await?.with_token(token));
     endpoint.check_ready().await?;
     let (path, body) = request(args);
     let body: Arc<[u8]> = body.into();
@@ -158,7 +162,7 @@ async fn connection(endpoint: &Endpoint, path: &str, body: &[u8], deadline: Inst
             }
             Ok(answer) => {
                 tally.requests += 1;
-                tally.error(format!("HTTP {}: {}", answer.status, answer.snippet(300)));
+                tally.refused(answer.status, &answer.snippet(300));
             }
             Err(e) => {
                 tally.error(format!("request: {e}"));
@@ -189,6 +193,7 @@ fn report(args: &PublishArgs, total: Tally, seconds: f64, cpu: CpuUse) -> Publis
         events: total.events,
         requests: total.requests,
         errors: total.errors,
+        rate_limited: total.rate_limited,
         first_error: total.first_error,
         events_per_s: total.events as f64 / seconds,
         requests_per_s: total.requests as f64 / seconds,
@@ -208,7 +213,7 @@ impl PublishReport {
             self.seconds
         );
         println!("  ack latency: {}", self.ack_latency.line());
-        println!("  errors: {}", self.errors);
+        println!("{}", stats::errors_line(self.errors, self.rate_limited));
         if let Some(e) = &self.first_error {
             println!("  first error: {e}");
         }

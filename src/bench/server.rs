@@ -51,9 +51,19 @@ pub struct ServerReport {
 }
 
 impl Spawned {
-    /// Starts `serve` with `env` (`KEY=VALUE` pairs) added to its environment.
-    pub async fn start(env: &[String]) -> anyhow::Result<Self> {
-        let pairs = with_bench_defaults(parse_env(env)?, |k| std::env::var_os(k).is_some());
+    /// Starts `serve` with `env` (`--server-env` `KEY=VALUE` pairs) added
+    /// to its environment, then `ours` (what the bench's credentials need,
+    /// e.g. the JWT secret) and `defaults` (the scenario's, after
+    /// [`BENCH_ENV`]) where `env` does not set them; `defaults` also yield
+    /// to the bench's own environment.
+    pub async fn start(
+        env: &[String],
+        ours: &[(String, String)],
+        defaults: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let pairs = server_env(parse_env(env)?, ours, defaults, |k| {
+            std::env::var_os(k).is_some()
+        });
         let exe = std::env::current_exe().context("while locating the tidings executable")?;
         let port = free_port()?;
         let root = std::env::temp_dir().join(format!(
@@ -206,15 +216,25 @@ fn parse_env(env: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// `pairs` plus each [`BENCH_ENV`] pair whose key neither `pairs` names nor
-/// `inherited` (the environment) has.
-fn with_bench_defaults(
+/// The user's `pairs`; then each of `ours` whose key `pairs` does not name;
+/// then each [`BENCH_ENV`] and `defaults` pair whose key neither `pairs`
+/// names nor `inherited` (the environment) has.
+fn server_env(
     mut pairs: Vec<(String, String)>,
+    ours: &[(String, String)],
+    defaults: &[(&str, &str)],
     inherited: impl Fn(&str) -> bool,
 ) -> Vec<(String, String)> {
-    for (key, value) in BENCH_ENV {
-        if !inherited(key) && !pairs.iter().any(|(k, _)| k == key) {
-            pairs.push((key.to_owned(), value.to_owned()));
+    let user_keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    let user_set = |key: &str| user_keys.iter().any(|k| k == key);
+    for (key, value) in ours {
+        if !user_set(key) {
+            pairs.push((key.clone(), value.clone()));
+        }
+    }
+    for (key, value) in BENCH_ENV.iter().chain(defaults) {
+        if !inherited(key) && !user_set(key) {
+            pairs.push(((*key).to_owned(), (*value).to_owned()));
         }
     }
     pairs
@@ -264,11 +284,25 @@ mod tests {
 
     #[test]
     fn bench_defaults_do_not_override_the_user() {
-        let user = vec![(
-            "TIDINGS_LIMITS__PUBLISH_PER_SECOND".to_owned(),
-            "5".to_owned(),
-        )];
-        let env = with_bench_defaults(user, |k| k == "TIDINGS_LIMITS__STREAMING_PER_IP");
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let user = vec![
+            pair("TIDINGS_LIMITS__PUBLISH_PER_SECOND", "5"),
+            pair("TIDINGS_AUTH__JWT_SECRET", "the user's"),
+        ];
+        let ours = [
+            pair("TIDINGS_AUTH__JWT_SECRET", "the bench's"),
+            pair("TIDINGS_OURS", "kept even if inherited"),
+        ];
+        let defaults = [
+            ("TIDINGS_AUTH__LOGIN_ATTEMPTS_PER_MINUTE", "1000"),
+            ("TIDINGS_INHERITED", "not passed"),
+        ];
+        let env = server_env(user, &ours, &defaults, |k| {
+            matches!(
+                k,
+                "TIDINGS_LIMITS__STREAMING_PER_IP" | "TIDINGS_INHERITED" | "TIDINGS_OURS"
+            )
+        });
         let get = |key: &str| {
             env.iter()
                 .filter(|(k, _)| k == key)
@@ -278,6 +312,10 @@ mod tests {
         assert_eq!(get("TIDINGS_LIMITS__PUBLISH_PER_SECOND"), ["5"]);
         assert_eq!(get("TIDINGS_LIMITS__REQUESTS_PER_SECOND"), ["0"]);
         assert!(get("TIDINGS_LIMITS__STREAMING_PER_IP").is_empty());
+        assert_eq!(get("TIDINGS_AUTH__JWT_SECRET"), ["the user's"]);
+        assert_eq!(get("TIDINGS_OURS"), ["kept even if inherited"]);
+        assert_eq!(get("TIDINGS_AUTH__LOGIN_ATTEMPTS_PER_MINUTE"), ["1000"]);
+        assert!(get("TIDINGS_INHERITED").is_empty());
     }
 
     #[test]

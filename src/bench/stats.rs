@@ -16,14 +16,14 @@ const MAX_MICROS: u64 = 60_000_000;
 /// mainstream architecture (`getconf CLK_TCK`).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// A latency histogram in microseconds with `sigfig` significant digits
-/// (3 for a few per-connection histograms, 2 for thousands of subscribers).
-/// What publishing connections counted: events acknowledged, requests,
-/// errors (the first one kept) and the acknowledgement latency in µs.
+/// What publishing (or logging-in) connections counted: events
+/// acknowledged, requests, errors (the first one kept), of those the answers
+/// 429 (a rate limit), and the acknowledgement latency in µs.
 pub struct Acks {
     pub events: u64,
     pub requests: u64,
     pub errors: u64,
+    pub rate_limited: u64,
     pub first_error: Option<String>,
     pub latency: Histogram<u64>,
 }
@@ -34,6 +34,7 @@ impl Acks {
             events: 0,
             requests: 0,
             errors: 0,
+            rate_limited: 0,
             first_error: None,
             latency: histogram(3),
         }
@@ -44,11 +45,21 @@ impl Acks {
         self.first_error.get_or_insert(message);
     }
 
+    /// An answer with an unexpected status: an error, and a rate-limited
+    /// one if it is 429.
+    pub fn refused(&mut self, status: u16, body: &str) {
+        if status == 429 {
+            self.rate_limited += 1;
+        }
+        self.error(format!("HTTP {status}: {body}"));
+    }
+
     /// Adds another connection's counts to these.
     pub fn add(&mut self, other: Acks) {
         self.events += other.events;
         self.requests += other.requests;
         self.errors += other.errors;
+        self.rate_limited += other.rate_limited;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -56,6 +67,16 @@ impl Acks {
     }
 }
 
+/// `  errors: 12`, or `  errors: 12 (429 rate-limited: 10)` when some were 429s.
+pub fn errors_line(errors: u64, rate_limited: u64) -> String {
+    match rate_limited {
+        0 => format!("  errors: {errors}"),
+        n => format!("  errors: {errors} (429 rate-limited: {n})"),
+    }
+}
+
+/// A latency histogram in microseconds with `sigfig` significant digits
+/// (3 for a few per-connection histograms, 2 for thousands of subscribers).
 pub fn histogram(sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, sigfig).expect("constant bounds are valid")
 }
@@ -128,6 +149,15 @@ pub fn thousands(value: f64) -> String {
         out.push(c);
     }
     out
+}
+
+/// A rate for people: one decimal below 100 (`37.4`), else [`thousands`].
+pub fn thousands_or_decimals(value: f64) -> String {
+    if value < 100.0 {
+        format!("{value:.1}")
+    } else {
+        thousands(value)
+    }
 }
 
 /// Bytes as MiB for people.
@@ -286,6 +316,22 @@ mod tests {
             assert_eq!(thousands(value), expected);
         }
         assert_eq!(ms(1234), "1.23 ms");
+        assert_eq!(thousands_or_decimals(37.44), "37.4");
+        assert_eq!(thousands_or_decimals(1234.0), "1,234");
+        assert_eq!(errors_line(3, 0), "  errors: 3");
+        assert_eq!(errors_line(3, 2), "  errors: 3 (429 rate-limited: 2)");
+    }
+
+    #[test]
+    fn counts_429s_apart() {
+        let mut a = Acks::new();
+        a.refused(429, "slow down");
+        a.refused(503, "busy");
+        let mut b = Acks::new();
+        b.refused(429, "slow down");
+        a.add(b);
+        assert_eq!((a.errors, a.rate_limited), (3, 2));
+        assert_eq!(a.first_error.as_deref(), Some("HTTP 429: slow down"));
     }
 
     #[test]

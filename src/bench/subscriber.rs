@@ -209,10 +209,12 @@ async fn websocket(
     }
 }
 
-/// Connects to `/ws`, joins `stream` and waits for `room:joined`: from then
-/// on every event committed to the stream is delivered.
+/// Connects to `/ws` (with the endpoint's token as `?token=`), joins
+/// `stream` and waits for its `room:joined`: from then on every event
+/// committed to the stream is delivered. (An authenticated user's own
+/// `user:<sub>` room is announced with a `room:joined` too; that one is not it.)
 async fn ws_join(endpoint: &Endpoint, stream: &str) -> anyhow::Result<WsStream> {
-    let url = format!("{}/ws", endpoint.base("ws"));
+    let url = ws_url(endpoint)?;
     // tungstenite zero-fills `read_buffer_size` bytes before every read
     // (128 KiB by default): with a thousand sockets that memset was the
     // bench's biggest cost. Event frames are ~150 bytes.
@@ -220,12 +222,12 @@ async fn ws_join(endpoint: &Endpoint, stream: &str) -> anyhow::Result<WsStream> 
     let (mut socket, _) =
         tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
             .await
-            .with_context(|| format!("WebSocket connect to {url}"))?;
+            .with_context(|| format!("WebSocket connect to {}/ws", endpoint.base("ws")))?;
     let join = serde_json::json!({"type": "room:join", "payload": {"room": stream}});
     socket.send(Message::text(join.to_string())).await?;
     while let Some(msg) = socket.next().await {
         if let Message::Text(t) = msg? {
-            if t.contains("\"room:joined\"") {
+            if joined(t.as_str(), stream) {
                 return Ok(socket);
             }
             if t.contains("\"system:error\"") {
@@ -234,6 +236,22 @@ async fn ws_join(endpoint: &Endpoint, stream: &str) -> anyhow::Result<WsStream> 
         }
     }
     anyhow::bail!("the WebSocket closed before room:joined")
+}
+
+/// `ws://host:port/ws`, with `?token=` when the endpoint has one.
+fn ws_url(endpoint: &Endpoint) -> anyhow::Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&format!("{}/ws", endpoint.base("ws")))?;
+    if let Some(token) = &endpoint.token {
+        url.query_pairs_mut().append_pair("token", token);
+    }
+    Ok(url)
+}
+
+/// Whether a WebSocket text message is the `room:joined` of `room`.
+fn joined(text: &str, room: &str) -> bool {
+    text.contains("\"room:joined\"")
+        && serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v["type"] == "room:joined" && v["payload"]["room"] == room)
 }
 
 async fn sse(
@@ -246,7 +264,7 @@ async fn sse(
     let url = format!("{}/api/v1/events/stream/{stream}", endpoint.base("http"));
     let mut response = {
         let _permit = shared.gate.acquire().await?;
-        match sse_open(client, &url).await {
+        match sse_open(client, &url, endpoint.token.as_deref()).await {
             Ok(r) => r,
             Err(e) => return Err(joining_failed(shared, e)),
         }
@@ -268,14 +286,19 @@ async fn sse(
     }
 }
 
-async fn sse_open(client: &reqwest::Client, url: &str) -> anyhow::Result<reqwest::Response> {
-    let response = tokio::time::timeout(
-        JOIN_TIMEOUT,
-        client.get(url).header("accept", "text/event-stream").send(),
-    )
-    .await
-    .context("SSE connect timed out")?
-    .with_context(|| format!("SSE connect to {url}"))?;
+async fn sse_open(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut request = client.get(url).header("accept", "text/event-stream");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = tokio::time::timeout(JOIN_TIMEOUT, request.send())
+        .await
+        .context("SSE connect timed out")?
+        .with_context(|| format!("SSE connect to {url}"))?;
     if !response.status().is_success() {
         anyhow::bail!("SSE {url} answered {}", response.status());
     }
@@ -361,6 +384,41 @@ mod tests {
         assert_eq!(
             (sub.gaps, sub.unparsed, total.load(Ordering::Relaxed)),
             (1, 0, 4)
+        );
+    }
+
+    #[test]
+    fn waits_for_its_own_room() {
+        for (text, room, want) in [
+            (
+                r#"{"type":"room:joined","payload":{"cursor":"0","room":"fanout"}}"#,
+                "fanout",
+                true,
+            ),
+            (
+                r#"{"type":"room:joined","payload":{"cursor":"0","room":"user:bench"}}"#,
+                "fanout",
+                false,
+            ),
+            (
+                r#"{"type":"system:connected","payload":{}}"#,
+                "fanout",
+                false,
+            ),
+            (r#"{"type":"room:joined""#, "fanout", false),
+        ] {
+            assert_eq!(joined(text, room), want, "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn puts_the_token_in_the_websocket_url() {
+        let endpoint = Endpoint::resolve("http://127.0.0.1:9").await.unwrap();
+        assert_eq!(ws_url(&endpoint).unwrap().as_str(), "ws://127.0.0.1:9/ws");
+        let with = endpoint.with_token(Some("tdg_a_b+c"));
+        assert_eq!(
+            ws_url(&with).unwrap().as_str(),
+            "ws://127.0.0.1:9/ws?token=tdg_a_b%2Bc"
         );
     }
 
