@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,8 @@ struct ConnectionsInner {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_total: usize,
     max_per_ip: usize,
+    /// Connections refused by either cap, for `/health/detailed`.
+    refused: AtomicU64,
 }
 
 /// The transports counted by [`Connections`].
@@ -65,6 +67,7 @@ impl Connections {
             per_ip: Mutex::new(HashMap::new()),
             max_total,
             max_per_ip,
+            refused: AtomicU64::new(0),
         }))
     }
 
@@ -77,6 +80,7 @@ impl Connections {
         let mut per_ip = inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         // Counters change only under this lock, so the sum is exact here.
         if self.total() >= inner.max_total {
+            inner.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Busy(format!(
                 "the server has {} streaming connections (SSE, WebSocket, long poll), its limit; retry later",
                 inner.max_total
@@ -84,6 +88,7 @@ impl Connections {
         }
         let mine = per_ip.entry(ip).or_insert(0);
         if *mine >= inner.max_per_ip {
+            inner.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Error::TooManyConnections(format!(
                 "{ip} has {} streaming connections (SSE, WebSocket, long poll) open, the limit per address; close one first",
                 inner.max_per_ip
@@ -92,6 +97,11 @@ impl Connections {
         *mine += 1;
         inner.by_transport[t as usize].fetch_add(1, Ordering::Relaxed);
         Ok(ConnectionGuard(self.clone(), t, ip))
+    }
+
+    /// Streaming connections refused by the caps since start.
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
     }
 
     pub fn get(&self, t: Transport) -> usize {

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::unix_now;
 use crate::app::{AppState, Transport};
+use crate::limits::Class;
 
 /// # `GET /health`
 pub async fn health() -> Json<Value> {
@@ -70,6 +71,13 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>
             "sse": c.get(Transport::Sse),
             "websocket": c.get(Transport::WebSocket),
             "long_poll": c.get(Transport::LongPoll),
+        },
+        "limits": {
+            "publish_rejected": state.rate_limits.rejected(Class::Publish),
+            "requests_rejected": state.rate_limits.rejected(Class::Request),
+            "callers_tracked": state.rate_limits.keys(Class::Publish) + state.rate_limits.keys(Class::Request),
+            "login_rejected": state.auth.login_rejected(),
+            "connections_refused": c.refused(),
         },
     });
     let code = if status == "ready" {

@@ -316,15 +316,16 @@ impl Auth {
         self.0.login_limits.check(ip, name)
     }
 
+    /// Login attempts the rate limit refused since start.
+    pub fn login_rejected(&self) -> u64 {
+        self.0.login_limits.rejected()
+    }
+
     /// The login session sent as `Authorization: Bearer …`, verified;
     /// `None` when there is none, it is another kind of token, or not valid.
     pub fn bearer_session(&self, headers: &HeaderMap) -> Option<Session> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())?;
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let token = super::caller::bearer(value)?;
         self.sessions().verify_if_ours(token)?.ok()
     }
 
@@ -364,6 +365,8 @@ pub struct LoginLimits {
     by_ip: DefaultKeyedRateLimiter<IpAddr>,
     by_name: DefaultKeyedRateLimiter<String>,
     attempts: AtomicU64,
+    /// Attempts refused by the limit, for `/health/detailed`.
+    rejected: AtomicU64,
     per_minute: u32,
 }
 
@@ -376,11 +379,25 @@ impl LoginLimits {
             by_ip: DefaultKeyedRateLimiter::keyed(quota),
             by_name: DefaultKeyedRateLimiter::keyed(quota),
             attempts: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             per_minute: n.get(),
         }
     }
 
     fn check(&self, ip: IpAddr, name: Option<&str>) -> Result<()> {
+        let checked = self.check_buckets(ip, name);
+        if checked.is_err() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        checked
+    }
+
+    /// Login attempts refused so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    fn check_buckets(&self, ip: IpAddr, name: Option<&str>) -> Result<()> {
         let full = self.by_ip.len() >= MAX_LIMITER_KEYS || self.by_name.len() >= MAX_LIMITER_KEYS;
         if full
             || self

@@ -211,7 +211,7 @@ fn is_safe(m: &Method) -> bool {
 }
 
 /// The token of `Bearer <token>` (scheme in any case).
-fn bearer(value: &str) -> Option<&str> {
+pub(super) fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
