@@ -9,6 +9,8 @@
 //! | `meta`         | one of the `META_*` names            | see each name                      |
 //! | `users`        | user name (UTF-8)                    | user record (JSON, `store/accounts.rs`) |
 //! | `tokens`       | API token id (12 ASCII alphanumerics) | token record (JSON, `store/accounts.rs`) |
+//! | `jobs`         | job id (ASCII)                       | job record with its payload (JSON, `store/jobs.rs`) |
+//! | `cursors`      | consumer ‖ 0x00 ‖ stream             | seq (u64 BE)                       |
 
 pub const LOG: &str = "log";
 pub const STREAM_INDEX: &str = "stream_index";
@@ -17,6 +19,8 @@ pub const STREAMS: &str = "streams";
 pub const META: &str = "meta";
 pub const USERS: &str = "users";
 pub const TOKENS: &str = "tokens";
+pub const JOBS: &str = "jobs";
+pub const CURSORS: &str = "cursors";
 
 /// u32 BE: the schema version the database was last migrated to.
 pub const META_SCHEMA_VERSION: &[u8] = b"schema_version";

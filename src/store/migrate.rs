@@ -8,6 +8,8 @@ use crate::store::keys;
 mod m0001;
 #[path = "../../migrations/0002_accounts.rs"]
 mod m0002;
+#[path = "../../migrations/0003_jobs_and_cursors.rs"]
+mod m0003;
 
 type Apply = fn(&sled::Db, &mut sled::Batch) -> sled::Result<()>;
 
@@ -15,10 +17,11 @@ type Apply = fn(&sled::Db, &mut sled::Batch) -> sled::Result<()>;
 const MIGRATIONS: &[(&str, Apply)] = &[
     ("initial layout", m0001::apply),
     ("accounts", m0002::apply),
+    ("jobs and cursors", m0003::apply),
 ];
 
 /// The schema version this binary writes.
-pub const CURRENT_VERSION: u32 = 2;
+pub const CURRENT_VERSION: u32 = 3;
 
 /// Brings `db` to [`CURRENT_VERSION`]; refuses a newer database.
 pub fn migrate(db: &sled::Db) -> Result<u32> {

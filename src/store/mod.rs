@@ -13,6 +13,7 @@ mod accounts;
 pub mod keys;
 mod migrate;
 pub mod segment;
+mod streams;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 
 pub use accounts::{TokenRecord, UserRecord};
 pub use migrate::CURRENT_VERSION;
+pub use streams::StreamSettings;
 pub use writer::{Committed, Outcome, Writer};
 
 use crate::config::{Durability, StorageConfig};
@@ -59,8 +61,8 @@ struct Inner {
     /// Lowest seq retention has not deleted.
     first_seq: AtomicU64,
     event_count: AtomicU64,
-    /// Known streams and their creation time (unix seconds).
-    streams: RwLock<BTreeMap<String, i64>>,
+    /// Known streams and their settings (mirror of `streams_tree`).
+    streams: RwLock<BTreeMap<String, StreamSettings>>,
     writer_taken: AtomicBool,
 }
 
@@ -156,11 +158,10 @@ impl Store {
             let mut streams = store.0.streams.write().expect("streams lock");
             for item in store.0.streams_tree.iter() {
                 let (k, v) = item?;
-                let created = serde_json::from_slice::<serde_json::Value>(&v)
-                    .ok()
-                    .and_then(|v| v["created"].as_i64())
-                    .unwrap_or(0);
-                streams.insert(String::from_utf8_lossy(&k).into_owned(), created);
+                streams.insert(
+                    String::from_utf8_lossy(&k).into_owned(),
+                    StreamSettings::decode(&v),
+                );
             }
         }
         tracing::info!(dir = %dir.display(), last_seq, schema, "store opened");
@@ -211,7 +212,7 @@ impl Store {
             .read()
             .expect("streams lock")
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .map(|(k, v)| (k.clone(), v.created))
             .collect()
     }
 

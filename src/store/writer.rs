@@ -9,6 +9,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use super::segment::{EntryFields, SegmentBuilder};
+use super::streams::StreamSettings;
 use super::{Store, keys};
 use crate::error::{Error, Result};
 use crate::event::{EventRecord, NewEvent, id_prefix};
@@ -149,7 +150,10 @@ impl Writer {
                     }
                 }
                 for s in &new_streams {
-                    streams_t.insert(s.as_bytes(), format!("{{\"created\":{now}}}").as_bytes())?;
+                    // Settings written meanwhile (`PUT /api/v1/streams/…`) win.
+                    if streams_t.get(s.as_bytes())?.is_none() {
+                        streams_t.insert(s.as_bytes(), StreamSettings::new(now).encode())?;
+                    }
                 }
                 meta.insert(keys::META_LAST_SEQ, &next.to_be_bytes())?;
                 meta.insert(keys::META_EVENT_COUNT, &count.to_be_bytes())?;
@@ -161,7 +165,9 @@ impl Writer {
         if !new_streams.is_empty() {
             let mut known = inner.streams.write().expect("streams lock");
             for s in new_streams {
-                known.insert(s.to_owned(), now);
+                known
+                    .entry(s.to_owned())
+                    .or_insert_with(|| StreamSettings::new(now));
             }
         }
         let records = super::segment::entries(&segment)
