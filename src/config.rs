@@ -24,6 +24,8 @@ pub struct Config {
     pub streams: StreamsConfig,
     pub cors: CorsConfig,
     pub auth: AuthConfig,
+    pub retention: RetentionConfig,
+    pub jobs: JobsConfig,
     pub log: LogConfig,
     /// Seconds a graceful shutdown may take before connections are dropped.
     pub shutdown_grace_secs: u64,
@@ -39,6 +41,8 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             cors: CorsConfig::default(),
             auth: AuthConfig::default(),
+            retention: RetentionConfig::default(),
+            jobs: JobsConfig::default(),
             log: LogConfig::default(),
             shutdown_grace_secs: 10,
         }
@@ -297,6 +301,50 @@ pub struct StreamRule {
     pub publish: Option<Vec<String>>,
 }
 
+/// The background compactor (TTL expiry and per-stream caps).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Seconds between compaction passes.
+    pub interval_secs: u64,
+    /// A segment whose dead share (expired or over a cap) reaches this
+    /// fraction is rewritten without its dead events; a fully dead one is
+    /// deleted whatever this says.
+    pub rewrite_dead_fraction: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 60,
+            rewrite_dead_fraction: 0.5,
+        }
+    }
+}
+
+/// Asynchronous ingest jobs (`?async=true`, gRPC `IngestEvent`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobsConfig {
+    /// Jobs running at once (the telemetry seed's `WORKER_POOL_SIZE`).
+    pub workers: usize,
+    /// Jobs waiting for a worker; more are refused with 503.
+    pub queue: usize,
+    /// How long a finished job stays queryable, in seconds (default: the
+    /// events' default time to live).
+    pub ttl_secs: Option<u64>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: 100,
+            queue: 10_000,
+            ttl_secs: None,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -443,6 +491,20 @@ impl Config {
             }
         }
         self.validate_auth()?;
+        let r = &self.retention;
+        if r.interval_secs == 0
+            || !(r.rewrite_dead_fraction > 0.0 && r.rewrite_dead_fraction <= 1.0)
+        {
+            return Err(ConfigError(
+                "retention.interval_secs must be at least 1 and retention.rewrite_dead_fraction in (0, 1]"
+                    .into(),
+            ));
+        }
+        if self.jobs.workers == 0 || self.jobs.queue == 0 || self.jobs.ttl_secs == Some(0) {
+            return Err(ConfigError(
+                "jobs.workers, jobs.queue and jobs.ttl_secs must be at least 1".into(),
+            ));
+        }
         if l.long_poll_max_wait_secs > 3600 {
             return Err(ConfigError(
                 "limits.long_poll_max_wait_secs must be at most 3600".into(),
