@@ -42,6 +42,15 @@ enum Command {
     /// API tokens: create, list, revoke (server running or not).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Storage migrations: apply them (the server also does at start), or
+    /// `--status` to list which are applied without changing anything.
+    Migrate {
+        #[command(flatten)]
+        target: Target,
+        /// Only show the database's schema version and the known migrations.
+        #[arg(long)]
+        status: bool,
+    },
     /// Load generator: measure publish throughput and fan-out latency of a running server.
     Bench(tidings::bench::BenchArgs),
 }
@@ -144,6 +153,7 @@ fn main() -> ExitCode {
         } => serve(config, Overrides { listen, data_dir }),
         Command::User(cmd) => accounts(Accounts::User(cmd)),
         Command::Token(cmd) => accounts(Accounts::Token(cmd)),
+        Command::Migrate { target, status } => migrate(&target, status),
         Command::Bench(args) => {
             init_tracing(&Config::default());
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -205,6 +215,53 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `tidings migrate [--status]` on a stopped server's data dir.
+fn migrate(target: &Target, status_only: bool) -> ExitCode {
+    let overrides = Overrides {
+        listen: None,
+        data_dir: target.data_dir.clone(),
+    };
+    let config = match config::load(target.config.as_deref(), &overrides) {
+        Ok((config, _)) => config,
+        Err(e) => {
+            eprintln!("tidings: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = &config.data_dir;
+    let result = (|| {
+        if !status_only {
+            // Opening migrates; the handle is closed before the status is read.
+            drop(tidings::store::Store::open(dir, &config.storage)?);
+        }
+        tidings::store::Store::migration_status(dir, &config.storage)
+    })();
+    match result {
+        Ok(status) => {
+            println!(
+                "data dir {}: schema version {}",
+                dir.display(),
+                status.version
+            );
+            for (version, name, applied) in status.migrations {
+                let state = if applied { "applied" } else { "pending" };
+                println!("  {version:>4}  {state:<8} {name}");
+            }
+            if status.version > tidings::store::CURRENT_VERSION {
+                println!(
+                    "  the database is newer than this binary (it knows up to {})",
+                    tidings::store::CURRENT_VERSION
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tidings: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_tracing(config: &Config) {

@@ -23,17 +23,44 @@ const MIGRATIONS: &[(&str, Apply)] = &[
 /// The schema version this binary writes.
 pub const CURRENT_VERSION: u32 = 3;
 
-/// Brings `db` to [`CURRENT_VERSION`]; refuses a newer database.
-pub fn migrate(db: &sled::Db) -> Result<u32> {
+/// Where a database stands against the migrations this binary knows.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The database's schema version (0: empty, never migrated).
+    pub version: u32,
+    /// Every known migration: (version, name, applied).
+    pub migrations: Vec<(u32, &'static str, bool)>,
+}
+
+/// Reads the schema version without changing anything.
+pub fn status(db: &sled::Db) -> Result<Status> {
+    let version = schema_version(db)?;
+    Ok(Status {
+        version,
+        migrations: MIGRATIONS
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (i as u32 + 1, *name, i as u32 + 1 <= version))
+            .collect(),
+    })
+}
+
+fn schema_version(db: &sled::Db) -> Result<u32> {
     let meta = db.open_tree(keys::META)?;
-    let found = match meta.get(keys::META_SCHEMA_VERSION)? {
+    Ok(match meta.get(keys::META_SCHEMA_VERSION)? {
         Some(v) => u32::from_be_bytes(
             v.as_ref()
                 .try_into()
                 .map_err(|_| Error::Store("meta.schema_version is malformed".into()))?,
         ),
         None => 0,
-    };
+    })
+}
+
+/// Brings `db` to [`CURRENT_VERSION`]; refuses a newer database.
+pub fn migrate(db: &sled::Db) -> Result<u32> {
+    let meta = db.open_tree(keys::META)?;
+    let found = schema_version(db)?;
     if found > CURRENT_VERSION {
         return Err(Error::Store(format!(
             "the database was written by a newer tidings (schema version {found}; this binary knows up to \

@@ -11,7 +11,7 @@
 
 mod accounts;
 pub mod keys;
-mod migrate;
+pub mod migrate;
 pub mod segment;
 mod streams;
 mod writer;
@@ -101,38 +101,7 @@ const SCAN_BUDGET: usize = 4096;
 impl Store {
     /// Opens (creating if needed) the database in `dir` and migrates it.
     pub fn open(dir: &Path, cfg: &StorageConfig) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Store(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let flush_ms = match cfg.durability {
-            Durability::Async => cfg.flush_interval_ms.max(1),
-            // Group commits flush themselves; this only bounds other writes.
-            Durability::Sync => 500,
-        };
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(cfg.cache_mb * 1024 * 1024)
-            .segment_size(SLED_SEGMENT_BYTES)
-            .flush_every_ms(Some(flush_ms))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    Error::Store(format!(
-                        "data directory {} is in use by another process",
-                        dir.display()
-                    ))
-                }
-                other => Error::Store(format!(
-                    "cannot open the database in {}: {other}",
-                    dir.display()
-                )),
-            })?;
+        let db = open_db(dir, cfg)?;
         let schema = migrate::migrate(&db)?;
         let meta = db.open_tree(keys::META)?;
         let read_u64 = |k: &[u8]| -> Result<u64> {
@@ -166,6 +135,13 @@ impl Store {
         }
         tracing::info!(dir = %dir.display(), last_seq, schema, "store opened");
         Ok(store)
+    }
+
+    /// The schema version of the database in `dir` and the migrations this
+    /// binary knows, without applying any (`tidings migrate --status`).
+    pub fn migration_status(dir: &Path, cfg: &StorageConfig) -> Result<migrate::Status> {
+        let db = open_db(dir, cfg)?;
+        migrate::status(&db)
     }
 
     /// The single writer. Only the ingest pipeline holds it.
@@ -361,6 +337,43 @@ impl Store {
             }
         }
     }
+}
+
+/// Opens the sled database of `dir` (creating it), without migrating.
+fn open_db(dir: &Path, cfg: &StorageConfig) -> Result<sled::Db> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Store(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let flush_ms = match cfg.durability {
+        Durability::Async => cfg.flush_interval_ms.max(1),
+        // Group commits flush themselves; this only bounds other writes.
+        Durability::Sync => 500,
+    };
+    let db = sled::Config::new()
+        .path(dir.join("db"))
+        .cache_capacity(cfg.cache_mb * 1024 * 1024)
+        .segment_size(SLED_SEGMENT_BYTES)
+        .flush_every_ms(Some(flush_ms))
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                Error::Store(format!(
+                    "data directory {} is in use by another process",
+                    dir.display()
+                ))
+            }
+            other => Error::Store(format!(
+                "cannot open the database in {}: {other}",
+                dir.display()
+            )),
+        })?;
+    Ok(db)
 }
 
 /// Merges several ascending seq iterators into one, without duplicates.
