@@ -15,6 +15,7 @@ use crate::config::{Config, Limits};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::ingest::{Ingest, IngestConfig};
+use crate::jobs::Jobs;
 use crate::store::Store;
 
 /// Everything a handler needs: cheap-clone handles, no globals.
@@ -24,6 +25,8 @@ pub struct AppState {
     pub auth: Auth,
     pub hub: Hub,
     pub ingest: Ingest,
+    /// Asynchronous ingest jobs (`?async=true`).
+    pub jobs: Jobs,
     pub limits: Arc<Limits>,
     pub connections: Connections,
     /// Per-caller request rates (`limits.publish_*`, `limits.requests_*`).
@@ -153,11 +156,20 @@ pub async fn run(
     let auth =
         Auth::new(&config.auth, store.clone(), loopback).map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = CancellationToken::new();
+    let jobs = Jobs::start(
+        store.clone(),
+        ingest.clone(),
+        &config.jobs,
+        config.storage.default_ttl_secs,
+        token.clone(),
+    )
+    .context("while starting the job workers")?;
     let state = AppState {
         auth,
         store: store.clone(),
         hub,
         ingest: ingest.clone(),
+        jobs: jobs.clone(),
         limits: Arc::new(config.limits.clone()),
         connections: Connections::new(
             config.limits.streaming_connections,
@@ -193,6 +205,8 @@ pub async fn run(
     if let Some(control) = control {
         control.stop(grace).await;
     }
+    // Running jobs finish before the writer stops; queued ones stay queued.
+    jobs.stop(grace).await;
     ingest.close().await;
     writer.join().await;
     store.flush().await.context("while flushing the store")?;

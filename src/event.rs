@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::FieldError;
@@ -86,7 +86,7 @@ impl Audience {
 
 /// What a producer sends (the gateway seed's body plus our fields). Unknown
 /// fields are ignored, as the gateway did.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct EventInput {
     pub stream_id: Option<String>,
     #[serde(rename = "type")]

@@ -8,6 +8,7 @@
 //! - [`hub`]: in-process fan-out of committed events.
 //! - [`ingest`]: THE write path (validate → idempotency → seq → store → hub).
 //! - [`subscribe`]: THE read path (`Subscription`: catch-up, then live).
+//! - [`jobs`]: asynchronous ingest jobs (persisted queue, workers, `_jobs` status events).
 //! - [`auth`]: who is calling (`Caller`) and the one access check (`Policy`).
 //! - [`limits`]: per-caller rate limits (token buckets by caller key).
 //! - [`api`]: HTTP routes, adapters onto the two paths.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod event;
 pub mod hub;
 pub mod ingest;
+pub mod jobs;
 pub mod limits;
 pub mod net;
 pub mod store;

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::JsonBody;
+use super::error::{ApiQuery, JsonBody};
+use super::jobs::AsyncQuery;
 use super::unix_now;
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -32,15 +33,22 @@ fn outcome_json(o: &Outcome) -> Value {
 ///
 /// Publishes one event (gateway JSON or a CloudEvent). 201 with
 /// `{id, stream_id, timestamp}`; 200 with `"duplicate": true` for a repeated key.
+/// With `?async=true`: validated, then 202 `{job_id, status}` (see `jobs.rs`).
 pub async fn publish_event(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(query): AsyncQuery,
     body: JsonBody,
 ) -> Result<Response> {
     let input = single_input(&body)?;
     state
         .auth
         .check_publish_all(&caller, std::slice::from_ref(&input))?;
+    if query.is_async()? {
+        state.ingest.prepare(input.clone(), Now::system())?;
+        let job_id = state.jobs.submit(caller.subject, vec![input]).await?;
+        return Ok(super::jobs::accepted(&job_id));
+    }
     let outcome = state.ingest.ingest_one(input).await?;
     let status = if outcome.duplicate {
         StatusCode::OK
@@ -53,11 +61,14 @@ pub async fn publish_event(
 /// # `POST /api/v1/events/batch`
 ///
 /// `{"events":[…]}` (or a CloudEvents JSON batch): all stored or none.
+/// With `?async=true`: validated, then 202 `{job_id, status}` (see `jobs.rs`).
 pub async fn publish_batch(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(query): AsyncQuery,
     body: JsonBody,
 ) -> Result<Response> {
+    let run_async = query.is_async()?;
     let inputs = if body.content_type.as_deref() == Some(CE_BATCH) {
         let items: Vec<Value> = body.parse()?;
         items
@@ -72,6 +83,10 @@ pub async fn publish_batch(
         body.parse::<Batch>()?.events
     };
     state.auth.check_publish_all(&caller, &inputs)?;
+    if run_async {
+        let job_id = state.jobs.submit(caller.subject, inputs).await?;
+        return Ok(super::jobs::accepted(&job_id));
+    }
     let outcomes = state.ingest.ingest(inputs).await?;
     let stored = outcomes.iter().filter(|o| !o.duplicate).count();
     let events: Vec<Value> = outcomes.iter().map(outcome_json).collect();

@@ -9,6 +9,7 @@ mod cors;
 pub mod error;
 mod events;
 mod health;
+mod jobs;
 mod limits;
 mod poll;
 mod sse;
@@ -47,6 +48,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/health/detailed", get(health::detailed))
         .merge(auth::routes())
         .merge(admin::routes())
+        .merge(jobs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

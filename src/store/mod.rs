@@ -10,6 +10,7 @@
 //! never across `.await`. Counters are atomics.
 
 mod accounts;
+mod jobs;
 pub mod keys;
 pub mod migrate;
 pub mod segment;
@@ -24,6 +25,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 
 pub use accounts::{TokenRecord, UserRecord};
+pub use jobs::{JobInfo, JobRecord, JobStatus};
 pub use migrate::CURRENT_VERSION;
 pub use streams::StreamSettings;
 pub use writer::{Committed, Outcome, Writer};

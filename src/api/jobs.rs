@@ -1,0 +1,83 @@
+//! Asynchronous ingest jobs over HTTP: the status route, and the 202 answer
+//! the publish routes give with `?async=true` (see `events.rs`). The jobs
+//! themselves live in `crate::jobs`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiPath, ApiQuery};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/jobs/{job_id}", get(get_job))
+}
+
+/// # `GET /api/v1/jobs/{job_id}`
+///
+/// `{job_id, status, created, updated, expires_at, event_ids, error}`.
+/// 404 `not_found` for an unknown or expired id, and for a job the caller
+/// may not read (its owner, admins, or anyone when it has no owner).
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<Value>> {
+    let job = state
+        .jobs
+        .get_for(&job_id, &caller)?
+        .ok_or_else(|| Error::NotFound(format!("job {job_id:?} not found")))?;
+    Ok(Json(json!({
+        "job_id": job.job_id,
+        "status": job.status.as_str(),
+        "created": job.created,
+        "updated": job.updated,
+        "expires_at": job.expires_at,
+        "event_ids": job.event_ids,
+        "error": job.error,
+    })))
+}
+
+/// `?async=` of the publish routes.
+#[derive(Debug, Default, Deserialize)]
+pub struct PublishQuery {
+    #[serde(rename = "async")]
+    pub run_async: Option<String>,
+}
+
+impl PublishQuery {
+    /// `true`/`1` or `false`/`0` (absent: false); anything else is a 400.
+    pub fn is_async(&self) -> Result<bool> {
+        match self.run_async.as_deref() {
+            None | Some("false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(other) => Err(Error::bad_request(
+                "invalid_query",
+                format!("async={other:?} must be true, false, 1 or 0"),
+            )),
+        }
+    }
+}
+
+/// Parses `?async=`; for the publish handlers.
+pub type AsyncQuery = ApiQuery<PublishQuery>;
+
+/// 202 `{job_id, status: "queued"}` with `Location: /api/v1/jobs/{id}`.
+pub fn accepted(job_id: &str) -> Response {
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "status": "queued" })),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/jobs/{job_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}

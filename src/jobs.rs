@@ -1,0 +1,403 @@
+//! Asynchronous ingest jobs (`?async=true` on publish and batch, later the
+//! gRPC `IngestEvent`): a persisted job record, a bounded queue and a pool
+//! of workers that run each job through THE write path, `Ingest::ingest`.
+//!
+//! Life of a job: [`Jobs::submit`] validates the events (a bad one is a 400
+//! at once, nothing queued), reserves a queue slot (full: 503), gives every
+//! event without a `key` the key `job:<id>:<index>`, writes the record and
+//! flushes it, announces `job.queued`, and only then queues the id and
+//! answers. A worker marks it `processing`, ingests the payload, and marks
+//! it `done` with the event ids or `failed` with the error. Each status
+//! change is also an event on the `_jobs` stream (type `job.<status>`, data =
+//! the job without its payload, for its owner or else for admins).
+//!
+//! Exactly once across crashes: jobs found `queued` or `processing` at start
+//! are queued again; re-running one stores nothing twice, because its events
+//! carry idempotency keys and the store answers a repeated key with the
+//! original id. Status events carry keys too (`job-status:<id>:<status>`),
+//! so a re-run does not announce a status twice.
+//!
+//! Finished jobs expire `jobs.ttl_secs` (default: `storage.default_ttl_secs`)
+//! after they were created; a sweep deletes them in bounded passes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Caller, Roles};
+use crate::config::JobsConfig;
+use crate::error::{Error, FieldError, Result};
+use crate::event::{EventInput, Now};
+use crate::ingest::Ingest;
+use crate::store::{JobRecord, JobStatus, Store};
+
+/// The stream every job status change is published on.
+pub const JOBS_STREAM: &str = "_jobs";
+
+/// Jobs one sweep pass looks at.
+const SWEEP_BUDGET: usize = 1000;
+/// Sweep passes per interval at most (so one interval looks at no more than
+/// `SWEEP_BUDGET * SWEEP_PASSES` jobs).
+const SWEEP_PASSES: usize = 100;
+
+/// Cheap-clone handle to the jobs queue and its workers.
+#[derive(Clone)]
+pub struct Jobs(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    ingest: Ingest,
+    /// Ids of jobs waiting for a worker; its capacity is `jobs.queue`.
+    tx: mpsc::Sender<String>,
+    /// How long a job lives after it was created, in seconds.
+    ttl_secs: u64,
+    /// The workers, taken once by [`Jobs::stop`]. Locked only to push or take.
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Jobs {
+    /// Starts `cfg.workers` workers, queues the jobs a previous run left
+    /// unfinished, and starts the expiry sweep. Everything stops taking new
+    /// work when `shutdown` is cancelled.
+    pub fn start(
+        store: Store,
+        ingest: Ingest,
+        cfg: &JobsConfig,
+        default_ttl_secs: u64,
+        shutdown: CancellationToken,
+    ) -> Result<Jobs> {
+        let unfinished = store.unfinished_jobs()?;
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let ttl_secs = cfg.ttl_secs.unwrap_or(default_ttl_secs).max(1);
+        let jobs = Jobs(Arc::new(Inner {
+            store: store.clone(),
+            ingest,
+            tx: tx.clone(),
+            ttl_secs,
+            workers: Mutex::new(Vec::new()),
+        }));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let workers = (0..cfg.workers.max(1))
+            .map(|_| tokio::spawn(work(jobs.clone(), rx.clone(), shutdown.clone())))
+            .collect();
+        *jobs.0.workers.lock().unwrap_or_else(|e| e.into_inner()) = workers;
+        if !unfinished.is_empty() {
+            tracing::info!(jobs = unfinished.len(), "re-running unfinished jobs");
+            tokio::spawn(requeue(tx, unfinished, shutdown.clone()));
+        }
+        let interval = Duration::from_secs((ttl_secs / 2).clamp(1, 60));
+        tokio::spawn(sweep(store, interval, shutdown));
+        Ok(jobs)
+    }
+
+    /// Accepts `inputs` as one job owned by `owner` and returns its id once
+    /// the job is durable. Invalid events are refused here (400), a full
+    /// queue is `Busy` (503); nothing is stored then.
+    pub async fn submit(
+        &self,
+        owner: Option<String>,
+        mut inputs: Vec<EventInput>,
+    ) -> Result<String> {
+        self.validate(&inputs)?;
+        let permit = self.0.tx.try_reserve().map_err(|e| match e {
+            TrySendError::Full(()) => Error::Busy(format!(
+                "{} jobs are waiting for a worker, the limit (jobs.queue); retry later",
+                self.0.tx.max_capacity()
+            )),
+            TrySendError::Closed(()) => Error::ShuttingDown,
+        })?;
+        let id = new_job_id();
+        for (index, input) in inputs.iter_mut().enumerate() {
+            if input.key.is_none() {
+                input.key = Some(format!("job:{id}:{index}"));
+            }
+        }
+        let now = Now::system().secs();
+        let job = JobRecord {
+            job_id: id.clone(),
+            status: JobStatus::Queued,
+            created: now,
+            updated: now,
+            event_ids: Vec::new(),
+            error: None,
+            owner,
+            expires_at: (now.max(0) as u64).saturating_add(self.0.ttl_secs),
+            payload: inputs,
+        };
+        self.0.store.put_job(&job)?;
+        if let Err(e) = self.0.store.flush().await {
+            let _ = self.0.store.remove_job(&id);
+            return Err(e);
+        }
+        // Announced before a worker can see it, so `queued` comes first.
+        self.announce(&job).await;
+        permit.send(id.clone());
+        Ok(id)
+    }
+
+    /// The job `id`, unless it does not exist or has expired.
+    pub fn get(&self, id: &str) -> Result<Option<JobRecord>> {
+        if !valid_job_id(id) {
+            return Ok(None);
+        }
+        let now = Now::system().secs().max(0) as u64;
+        Ok(self.0.store.job(id)?.filter(|j| !j.is_expired(now)))
+    }
+
+    /// The job `id` if `caller` may read it: its owner, an admin, or anyone
+    /// when the job has no owner. Otherwise `None`, as for an unknown id, so
+    /// that a job's existence is not revealed.
+    pub fn get_for(&self, id: &str, caller: &Caller) -> Result<Option<JobRecord>> {
+        Ok(self.get(id)?.filter(|job| {
+            job.owner.is_none()
+                || caller.roles.contains(Roles::ADMIN)
+                || job.owner.as_deref() == caller.subject.as_deref()
+        }))
+    }
+
+    /// Waits (at most `grace`) for the workers to finish the job each is
+    /// running; call after `shutdown` was cancelled and before the writer
+    /// stops. A job still running after that stays `processing` and runs
+    /// again at the next start.
+    pub async fn stop(&self, grace: Duration) {
+        let workers =
+            std::mem::take(&mut *self.0.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let all = futures_util::future::join_all(workers);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                "job workers still busy after the grace period; their jobs run again at the next start"
+            );
+        }
+    }
+
+    /// The same checks as the synchronous path, with batch indexes.
+    fn validate(&self, inputs: &[EventInput]) -> Result<()> {
+        if inputs.is_empty() {
+            return Err(Error::bad_request("empty_batch", "the batch has no events"));
+        }
+        let max = self.0.ingest.config().max_batch;
+        if inputs.len() > max {
+            return Err(Error::bad_request(
+                "batch_too_large",
+                format!(
+                    "a batch may hold at most {max} events; this one has {}",
+                    inputs.len()
+                ),
+            ));
+        }
+        let now = Now::system();
+        let mut errors = Vec::new();
+        for (index, input) in inputs.iter().enumerate() {
+            match self.0.ingest.prepare(input.clone(), now) {
+                Ok(_) => {}
+                Err(Error::InvalidEvent { details, .. }) => {
+                    errors.extend(details.into_iter().map(|d| FieldError {
+                        index: Some(index),
+                        ..d
+                    }))
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(errors))
+        }
+    }
+
+    /// Runs one job to `done` or `failed`; a job already finished (queued
+    /// twice by a restart) is skipped.
+    async fn run(&self, id: &str) -> Result<()> {
+        let started = Now::system().secs();
+        let Some(mut job) = self.0.store.update_job(id, |mut j| {
+            (!j.status.is_finished()).then(|| {
+                j.status = JobStatus::Processing;
+                j.updated = started;
+                j
+            })
+        })?
+        else {
+            return Ok(());
+        };
+        // Not flushed: a crash before the next flush leaves it `queued`,
+        // which is run again all the same.
+        self.announce(&job).await;
+        let payload = std::mem::take(&mut job.payload);
+        let (status, event_ids, error) = match self.0.ingest.ingest(payload).await {
+            Ok(outcomes) => (
+                JobStatus::Done,
+                outcomes.iter().map(|o| o.seq.to_string()).collect(),
+                None,
+            ),
+            // Stays `processing`: the next start runs it again.
+            Err(Error::ShuttingDown) => return Ok(()),
+            Err(e) => (JobStatus::Failed, Vec::new(), Some(failure_message(&e))),
+        };
+        let finished = Now::system().secs();
+        let Some(job) = self.0.store.update_job(id, |mut j| {
+            j.status = status;
+            j.updated = finished;
+            j.event_ids = event_ids.clone();
+            j.error = error.clone();
+            Some(j)
+        })?
+        else {
+            return Ok(());
+        };
+        // Durability of `done` comes with the announcement's group commit; if
+        // it is lost in a crash the job runs again and gets the same ids.
+        self.announce(&job).await;
+        Ok(())
+    }
+
+    /// Publishes the job's current status on [`JOBS_STREAM`] through the
+    /// write path. A failure is logged: the job itself is not affected.
+    async fn announce(&self, job: &JobRecord) {
+        let status = job.status.as_str();
+        let data = match serde_json::value::to_raw_value(&job.info()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(job = %job.job_id, error = %e, "cannot encode a job status");
+                return;
+            }
+        };
+        let input = EventInput {
+            stream_id: Some(JOBS_STREAM.into()),
+            event_type: Some(format!("job.{status}")),
+            source: Some("tidings.jobs".into()),
+            subject: Some(job.job_id.clone()),
+            message: Some(format!("job {} is {status}", job.job_id)),
+            data: Some(data),
+            user_id: job.owner.clone(),
+            audience: Some(if job.owner.is_some() { "user" } else { "admin" }.into()),
+            key: Some(format!("job-status:{}:{status}", job.job_id)),
+            ttl: Some(self.0.ttl_secs),
+        };
+        if let Err(e) = self.0.ingest.ingest(vec![input]).await {
+            tracing::warn!(job = %job.job_id, status, error = %e, "could not publish the job status on {JOBS_STREAM}");
+        }
+    }
+}
+
+/// One worker: takes job ids until shutdown; the job it is running when
+/// shutdown comes is finished first.
+async fn work(
+    jobs: Jobs,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<String>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => None,
+            id = async { rx.lock().await.recv().await } => id,
+        };
+        let Some(id) = next else { return };
+        if let Err(e) = jobs.run(&id).await {
+            tracing::error!(job = %id, error = %e, "job could not run; it runs again at the next start");
+        }
+    }
+}
+
+/// Queues the jobs a previous run left unfinished, waiting for room.
+async fn requeue(tx: mpsc::Sender<String>, ids: Vec<String>, shutdown: CancellationToken) {
+    for id in ids {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            sent = tx.send(id) => if sent.is_err() { return },
+        }
+    }
+}
+
+/// Deletes expired finished jobs: every `interval`, bounded passes over the
+/// `jobs` tree (each on a blocking thread) until it has been walked once.
+async fn sweep(store: Store, interval: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut from: Option<Vec<u8>> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut deleted = 0;
+        for _ in 0..SWEEP_PASSES {
+            let now = Now::system().secs().max(0) as u64;
+            let (store, start) = (store.clone(), from.take());
+            let pass = tokio::task::spawn_blocking(move || {
+                store.sweep_jobs(start.as_deref(), SWEEP_BUDGET, now)
+            })
+            .await;
+            match pass {
+                Ok(Ok((n, next))) => {
+                    deleted += n;
+                    from = next;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "job sweep failed"),
+                Err(e) => tracing::warn!(error = %e, "job sweep panicked"),
+            }
+            if from.is_none() || shutdown.is_cancelled() {
+                break;
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "expired jobs deleted");
+        }
+    }
+}
+
+/// 16 random bytes, base64url without padding: 22 URL-safe characters.
+fn new_job_id() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+}
+
+/// Could `id` be a job id at all (so malformed ids never reach the store)?
+fn valid_job_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The error a failed job reports: the validation problems spelled out, a
+/// generic sentence for server faults (details go to the log).
+fn failure_message(e: &Error) -> String {
+    match e {
+        Error::InvalidEvent { message, details } => {
+            let problems: Vec<String> = details
+                .iter()
+                .map(|d| match d.index {
+                    Some(i) => format!("event {i}: {}", d.message),
+                    None => d.message.clone(),
+                })
+                .collect();
+            format!("{message}: {}", problems.join("; "))
+        }
+        Error::Store(_) | Error::Internal(_) => {
+            tracing::error!(error = %e, "job failed");
+            "the server could not store the events; see the server log".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_22_url_safe_characters_and_distinct() {
+        let a = new_job_id();
+        assert_eq!(a.len(), 22);
+        assert!(valid_job_id(&a));
+        assert_ne!(a, new_job_id());
+        for bad in ["", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(!valid_job_id(bad), "{bad:?}");
+        }
+    }
+}
