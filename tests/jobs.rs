@@ -401,6 +401,29 @@ async fn finished_jobs_expire_and_the_sweep_deletes_them() {
     writer.join().await;
 }
 
+#[tokio::test]
+async fn a_graceful_restart_keeps_queued_jobs_and_finishes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_worker = |c: &mut tidings::config::Config| c.jobs.workers = 1;
+    let server = TestServer::start_in(dir.path().to_path_buf(), one_worker).await;
+    let api = Api::new(&server);
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let events: Vec<Value> = (0..20)
+            .map(|i| json!({"stream_id":"restart","type":"t","data":{"n":n,"i":i}}))
+            .collect();
+        ids.push(submit(&api, BATCH, &json!({ "events": events })).await);
+    }
+    server.stop().await;
+    let server = TestServer::start_in(dir.path().to_path_buf(), one_worker).await;
+    let api = Api::new(&server);
+    for id in &ids {
+        assert_eq!(ids_of(&wait_job(&api, id, "done").await).len(), 20);
+    }
+    assert_eq!(api.poll_all("streams=restart").await.len(), 30 * 20);
+    server.stop().await;
+}
+
 /// Every event of `stream` in the process's store: marker → ids.
 async fn markers_of(base: &str, stream: &str) -> BTreeMap<String, Vec<String>> {
     let client = reqwest::Client::new();
