@@ -40,7 +40,7 @@ pub fn status(db: &sled::Db) -> Result<Status> {
         migrations: MIGRATIONS
             .iter()
             .enumerate()
-            .map(|(i, (name, _))| (i as u32 + 1, *name, i as u32 + 1 <= version))
+            .map(|(i, (name, _))| (i as u32 + 1, *name, (i as u32) < version))
             .collect(),
     })
 }
