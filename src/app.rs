@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::config::{Config, Limits};
 use crate::error::Error;
+use crate::generators::Generators;
 use crate::hub::Hub;
 use crate::ingest::{Ingest, IngestConfig};
 use crate::jobs::Jobs;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub auth: Auth,
     pub hub: Hub,
     pub ingest: Ingest,
+    /// Per-stream sample generators (start/stop/pause/resume, `--demo`).
+    pub generators: Generators,
     /// Asynchronous ingest jobs (`?async=true`).
     pub jobs: Jobs,
     pub limits: Arc<Limits>,
@@ -164,11 +167,25 @@ pub async fn run(
         token.clone(),
     )
     .context("while starting the job workers")?;
+    let generators = Generators::new(
+        ingest.clone(),
+        store.clone(),
+        config.data_dir.clone(),
+        token.clone(),
+    );
+    generators.restore().await;
+    if config.streams.demo {
+        generators
+            .demo()
+            .await
+            .context("while creating the demo streams")?;
+    }
     let state = AppState {
         auth,
         store: store.clone(),
         hub,
         ingest: ingest.clone(),
+        generators: generators.clone(),
         jobs: jobs.clone(),
         limits: Arc::new(config.limits.clone()),
         connections: Connections::new(
@@ -207,6 +224,8 @@ pub async fn run(
     }
     // Running jobs finish before the writer stops; queued ones stay queued.
     jobs.stop(grace).await;
+    // Generators stop publishing; their stored state brings them back at start.
+    generators.shutdown().await;
     ingest.close().await;
     writer.join().await;
     store.flush().await.context("while flushing the store")?;

@@ -173,11 +173,18 @@ impl Default for Limits {
 pub struct StreamsConfig {
     /// Publishing to an unknown stream creates it.
     pub auto_create: bool,
+    /// Create the SSE seed's four default streams (`default`, `system`,
+    /// `user-activity`, `notifications`) with their sample generators
+    /// running (`tidings serve --demo`).
+    pub demo: bool,
 }
 
 impl Default for StreamsConfig {
     fn default() -> Self {
-        Self { auto_create: true }
+        Self {
+            auto_create: true,
+            demo: false,
+        }
     }
 }
 

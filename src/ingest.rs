@@ -124,6 +124,7 @@ impl Ingest {
         let mut events = Vec::with_capacity(inputs.len());
         let mut errors = Vec::new();
         for (index, input) in inputs.into_iter().enumerate() {
+            let own_ttl = input.ttl.is_some();
             match input.normalize(self.0.cfg.rules, now) {
                 Ok(ev) if !self.0.cfg.auto_create && !self.0.store.stream_exists(&ev.stream) => {
                     errors.push(FieldError {
@@ -138,7 +139,14 @@ impl Ingest {
                         )
                     })
                 }
-                Ok(ev) => events.push(ev),
+                Ok(mut ev) => {
+                    // No `ttl`: the stream's max age, else the global default
+                    // `normalize` applied.
+                    if !own_ttl && let Some(age) = self.0.store.stream_max_age(&ev.stream) {
+                        ev.expires_at = (ev.timestamp.max(0) as u64).saturating_add(age);
+                    }
+                    events.push(ev)
+                }
                 Err(errs) => errors.extend(errs.into_iter().map(|e| FieldError {
                     index: Some(index),
                     ..e

@@ -7,6 +7,7 @@
 //! - [`store`]: the sled database behind a narrow handle (segmented log, migrations).
 //! - [`hub`]: in-process fan-out of committed events.
 //! - [`ingest`]: THE write path (validate → idempotency → seq → store → hub).
+//! - [`generators`]: per-stream sample generators publishing through ingest (`--demo`).
 //! - [`subscribe`]: THE read path (`Subscription`: catch-up, then live).
 //! - [`jobs`]: asynchronous ingest jobs (persisted queue, workers, `_jobs` status events).
 //! - [`auth`]: who is calling (`Caller`) and the one access check (`Policy`).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod event;
+pub mod generators;
 pub mod hub;
 pub mod ingest;
 pub mod jobs;

@@ -35,6 +35,10 @@ enum Command {
         /// Data directory (overrides file and environment).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Create the four demo streams (default, system, user-activity,
+        /// notifications) with their sample generators running.
+        #[arg(long)]
+        demo: bool,
     },
     /// Local users: add, list, change a password, remove (server running or not).
     #[command(subcommand)]
@@ -150,7 +154,8 @@ fn main() -> ExitCode {
             config,
             listen,
             data_dir,
-        } => serve(config, Overrides { listen, data_dir }),
+            demo,
+        } => serve(config, Overrides { listen, data_dir }, demo),
         Command::User(cmd) => accounts(Accounts::User(cmd)),
         Command::Token(cmd) => accounts(Accounts::Token(cmd)),
         Command::Migrate { target, status } => migrate(&target, status),
@@ -168,14 +173,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
-    let (config, unknown) = match config::load(file.as_deref(), &overrides) {
+fn serve(file: Option<PathBuf>, overrides: Overrides, demo: bool) -> ExitCode {
+    let (mut config, unknown) = match config::load(file.as_deref(), &overrides) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("tidings: {e}");
             return ExitCode::from(2);
         }
     };
+    config.streams.demo |= demo;
     init_tracing(&config);
     for key in unknown {
         tracing::warn!(key, "unknown configuration key ignored");

@@ -48,6 +48,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/health/detailed", get(health::detailed))
         .merge(auth::routes())
         .merge(admin::routes())
+        .merge(streams::routes())
         .merge(jobs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,10 +1,18 @@
 //! The one access check: roles, stream patterns, per-stream rules and the
 //! virtual streams (`user:<id>`, `admin`, `_…`). Every door asks here.
+//!
+//! Per-stream rules come from two places: `auth.rules` in the configuration
+//! (first matching pattern wins) and the `subscribe`/`publish` role lists
+//! stored with a stream (`PUT /api/v1/streams/{id}`). A stored list takes
+//! precedence over the configured rule for that stream and action; both are
+//! read on every decision (the stored ones from the store's in-memory
+//! mirror, under its read lock, without copying), so an edit applies at once.
 
 use std::sync::Arc;
 
 use crate::config::StreamRule;
 use crate::error::{Error, Result};
+use crate::store::Store;
 
 use super::Caller;
 
@@ -42,12 +50,15 @@ impl Roles {
             Some(p) if p.eq_ignore_ascii_case("role_") => &name[5..],
             _ => name,
         };
-        match bare.to_ascii_uppercase().as_str() {
-            "ADMIN" => Some(Roles::ADMIN),
-            "PUBLISHER" => Some(Roles::PUBLISHER),
-            "USER" => Some(Roles::USER),
-            _ => None,
-        }
+        // No allocation: stored stream rules are parsed on every decision.
+        [
+            ("ADMIN", Roles::ADMIN),
+            ("PUBLISHER", Roles::PUBLISHER),
+            ("USER", Roles::USER),
+        ]
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(bare))
+        .map(|(_, r)| r)
     }
 
     /// Every known role among `names`.
@@ -132,6 +143,8 @@ pub struct Policy(Arc<PolicyInner>);
 struct PolicyInner {
     anonymous: Anonymous,
     rules: Vec<Rule>,
+    /// Where the streams' stored role lists are read; `None`: config rules only.
+    settings: Option<Store>,
 }
 
 /// The kind of stream a name is.
@@ -169,7 +182,8 @@ impl Action {
 }
 
 impl Policy {
-    pub fn new(anonymous: Anonymous, rules: &[StreamRule]) -> Policy {
+    /// `settings`: the store whose stream settings may carry role lists.
+    pub fn new(anonymous: Anonymous, rules: &[StreamRule], settings: Option<Store>) -> Policy {
         let roles = |names: &Option<Vec<String>>| {
             names
                 .as_ref()
@@ -185,6 +199,7 @@ impl Policy {
                     publish: roles(&r.publish),
                 })
                 .collect(),
+            settings,
         }))
     }
 
@@ -242,11 +257,7 @@ impl Policy {
         if caller.roles.contains(Roles::ADMIN) {
             return true;
         }
-        let rule = self.0.rules.iter().find(|r| r.streams.matches(stream));
-        let rule_roles = rule.and_then(|r| match action {
-            Action::Subscribe => r.subscribe,
-            Action::Publish => r.publish,
-        });
+        let rule_roles = self.rule_roles(stream, action);
         let patterns = match action {
             Action::Subscribe => caller.subscribe.as_deref(),
             Action::Publish => caller.publish.as_deref(),
@@ -282,6 +293,31 @@ impl Policy {
                 None => by_role,
             },
         }
+    }
+}
+
+impl Policy {
+    /// The roles a per-stream rule allows for `action`: the stream's stored
+    /// list when it has one, else the first matching `auth.rules` entry's.
+    fn rule_roles(&self, stream: &str, action: Action) -> Option<Roles> {
+        let stored = self.0.settings.as_ref().and_then(|store| {
+            store
+                .with_stream_settings(stream, |s| {
+                    let names = match action {
+                        Action::Subscribe => s.subscribe.as_ref(),
+                        Action::Publish => s.publish.as_ref(),
+                    };
+                    names.map(|n| Roles::parse_all(n.iter().map(String::as_str)))
+                })
+                .flatten()
+        });
+        stored.or_else(|| {
+            let rule = self.0.rules.iter().find(|r| r.streams.matches(stream))?;
+            match action {
+                Action::Subscribe => rule.subscribe,
+                Action::Publish => rule.publish,
+            }
+        })
     }
 }
 

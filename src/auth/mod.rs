@@ -68,7 +68,7 @@ impl Auth {
         Ok(Auth(Arc::new(Inner {
             jwt: jwt::Verifier::from_config(cfg)?,
             sessions,
-            policy: Policy::new(anonymous, &cfg.rules),
+            policy: Policy::new(anonymous, &cfg.rules, Some(store.clone())),
             store,
             passwords: passwords::Hasher::new(),
             config: cfg.clone(),

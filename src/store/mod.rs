@@ -27,7 +27,7 @@ use bytes::Bytes;
 pub use accounts::{TokenRecord, UserRecord};
 pub use jobs::{JobInfo, JobRecord, JobStatus};
 pub use migrate::CURRENT_VERSION;
-pub use streams::StreamSettings;
+pub use streams::{GeneratorSettings, StreamSettings};
 pub use writer::{Committed, Outcome, Writer};
 
 use crate::config::{Durability, StorageConfig};
