@@ -245,7 +245,7 @@ async fn a_job_is_visible_to_its_owner_and_admins_only() {
 
 #[tokio::test]
 async fn status_changes_are_events_on_the_jobs_stream() {
-    let (server, admin, alice, _) = jwt_server(|_| {}).await;
+    let (server, admin, alice, bob) = jwt_server(|_| {}).await;
     let id = submit(
         &alice,
         BATCH,
@@ -278,6 +278,17 @@ async fn status_changes_are_events_on_the_jobs_stream() {
     }
     assert_eq!(seen[2]["data"]["event_ids"], job["event_ids"]);
     assert_eq!(seen[2]["data"]["status"], "done");
+    // The owner may follow `_jobs` too and sees exactly their job's events;
+    // bob sees none of them; nobody but the server may publish there.
+    let mine: Vec<Value> = alice.poll_all("streams=_jobs").await;
+    let ids: Vec<&Value> = mine.iter().map(|e| &e["id"]).collect();
+    let want: Vec<&Value> = seen.iter().map(|e| &e["id"]).collect();
+    assert_eq!(ids, want, "alice's view of _jobs: {mine:?}");
+    assert!(bob.poll_all("streams=_jobs").await.is_empty());
+    let (status, body) = alice
+        .post_json(EVENTS, &json!({"stream_id": "_jobs", "type": "job.done"}))
+        .await;
+    assert_error(status, &body, 403, "forbidden");
     server.stop().await;
 }
 

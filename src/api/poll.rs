@@ -1,5 +1,7 @@
 //! Short and long polling: a `Subscription` read once, answered as JSON built
-//! from the stored event bytes (no re-encoding).
+//! from the stored event bytes (no re-encoding). With `consumer=NAME` a poll
+//! without `after` starts from the consumer's committed position, and
+//! `ack=true` commits the `after` it was sent (see `consumers.rs`).
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use axum::http::header;
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::consumers;
 use super::error::ApiQuery;
 use super::{parse_cursor, parse_stream_list, parse_type_list};
 use crate::app::{AppState, Transport};
@@ -26,61 +29,54 @@ pub struct PollQuery {
     after: Option<String>,
     limit: Option<String>,
     wait: Option<String>,
+    /// A named consumer: start from its committed position when `after` is absent.
+    consumer: Option<String>,
+    /// `true`: commit `after` as the consumer's position before reading.
+    ack: Option<String>,
 }
 
 /// Default number of events per answer.
 const DEFAULT_LIMIT: usize = 100;
 
-/// # `GET /api/v1/events?streams=a,b&types=x,y&after=ID&limit=N&wait=SECONDS`
+/// # `GET /api/v1/events?streams=a,b&types=x,y&after=ID&limit=N&wait=SECONDS&consumer=NAME&ack=true`
 ///
 /// `{"events":[…],"cursor":"ID"}`; `wait>0` long-polls until one event
 /// matches or the wait ends (then `events` is empty and `cursor` unchanged).
+/// `consumer`: without `after`, start from the consumer's position (the
+/// smallest of its positions on the streams read). `ack=true` (with
+/// `consumer`) commits the `after` sent — the previous answer's cursor, so
+/// only what the client received — before reading.
 pub async fn poll_events(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<PollQuery>,
 ) -> Result<Response> {
     let streams = parse_stream_list(q.streams.as_deref().or(q.stream_id.as_deref()))?;
-    let after = match q.after.as_deref() {
-        Some(a) if !a.is_empty() => parse_cursor("after", a)?,
-        _ => 0,
+    let sent_after = match q.after.as_deref() {
+        Some(a) if !a.is_empty() => Some(parse_cursor("after", a)?),
+        _ => None,
     };
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_LIMIT.min(state.limits.poll_max_events),
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=state.limits.poll_max_events).contains(&n) => n,
-            _ => {
-                return Err(Error::bad_request(
-                    "invalid_limit",
-                    format!(
-                        "limit must be a whole number from 1 to {}",
-                        state.limits.poll_max_events
-                    ),
-                ));
-            }
-        },
-    };
-    let wait = match q.wait.as_deref() {
-        None | Some("") => Duration::ZERO,
-        Some(w) => match w.parse::<f64>() {
-            Ok(s) if s.is_finite() && s >= 0.0 => {
-                Duration::from_secs_f64(s.min(state.limits.long_poll_max_wait_secs as f64))
-            }
-            _ => {
-                return Err(Error::bad_request(
-                    "invalid_wait",
-                    "wait must be a number of seconds, 0 or more",
-                ));
-            }
-        },
-    };
+    let consumer = consumers::parse_consumer_param(q.consumer.as_deref())?;
+    let ack = parse_ack(q.ack.as_deref(), consumer.is_some())?;
+    let limit = parse_limit(q.limit.as_deref(), state.limits.poll_max_events)?;
+    let wait = parse_wait(q.wait.as_deref(), state.limits.long_poll_max_wait_secs)?;
     let viewer = state.auth.viewer(&caller, streams.as_deref())?;
+    let position_streams = consumers::position_streams(streams.as_deref());
+    let after = match (sent_after, &consumer) {
+        (Some(after), _) => after,
+        (None, Some(c)) => consumers::start_position(&state, c, streams.as_deref())?,
+        (None, None) => 0,
+    };
     let filter = Filter {
         streams,
         types: parse_type_list(q.types.as_deref()),
         viewer,
     };
     let mut sub = Subscription::open(&state.store, &state.hub, filter, Start::After(after))?;
+    // Only a cursor the client sent back: without `after` there is nothing to commit.
+    if ack && let (Some(c), Some(sent)) = (&consumer, sent_after) {
+        consumers::commit(&state, c, &position_streams, sent).await?;
+    }
     let mut items = sub.ready(limit).await?;
     if items.is_empty() && !wait.is_zero() {
         let _guard = state.connections.open(Transport::LongPoll, caller.ip)?;
@@ -91,6 +87,52 @@ pub async fn poll_events(
         }
     }
     Ok(answer(&items, after))
+}
+
+/// `limit`: 1 to `max` events per answer.
+fn parse_limit(value: Option<&str>, max: usize) -> Result<usize> {
+    match value {
+        None | Some("") => Ok(DEFAULT_LIMIT.min(max)),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(Error::bad_request(
+                "invalid_limit",
+                format!("limit must be a whole number from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// `wait`: seconds to long-poll, capped at `max_secs`.
+fn parse_wait(value: Option<&str>, max_secs: u64) -> Result<Duration> {
+    match value {
+        None | Some("") => Ok(Duration::ZERO),
+        Some(w) => match w.parse::<f64>() {
+            Ok(s) if s.is_finite() && s >= 0.0 => {
+                Ok(Duration::from_secs_f64(s.min(max_secs as f64)))
+            }
+            _ => Err(Error::bad_request(
+                "invalid_wait",
+                "wait must be a number of seconds, 0 or more",
+            )),
+        },
+    }
+}
+
+/// `ack=true|false` (or `1|0`); `true` needs a `consumer`.
+fn parse_ack(value: Option<&str>, has_consumer: bool) -> Result<bool> {
+    match value {
+        None | Some("" | "false" | "0") => Ok(false),
+        Some("true" | "1") if has_consumer => Ok(true),
+        Some("true" | "1") => Err(Error::bad_request(
+            "invalid_ack",
+            "ack=true commits a consumer's position: add consumer=NAME",
+        )),
+        Some(_) => Err(Error::bad_request(
+            "invalid_ack",
+            "ack must be true or false",
+        )),
+    }
 }
 
 /// `{"events":[<stored bytes>,…],"cursor":"…"[,"gap":{"from","to"}]}`.

@@ -1,6 +1,9 @@
 //! Server-Sent Events (WHATWG): `retry:` once, then `id:`/`data:` frames built
 //! once per event and shared by every subscriber, `event: gap` notices, and a
-//! `: keep-alive` comment every 15 s. `Last-Event-ID` wins over `?after=`.
+//! `: keep-alive` comment every 15 s. `Last-Event-ID` wins over `?after=`,
+//! which wins over `?consumer=NAME` (start from the consumer's committed
+//! position). SSE never commits a position: the client acknowledges what it
+//! processed with `POST /api/v1/consumers/{name}/ack` (at-least-once).
 
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::consumers;
 use super::error::{ApiPath, ApiQuery};
 use super::{parse_cursor, parse_stream_list, parse_type_list};
 use crate::app::{AppState, Transport};
@@ -27,6 +31,9 @@ pub struct SseQuery {
     streams: Option<String>,
     types: Option<String>,
     after: Option<String>,
+    /// A named consumer: start from its committed position when neither
+    /// `Last-Event-ID` nor `after` says where.
+    consumer: Option<String>,
 }
 
 /// # `GET /api/v1/events/stream/{stream_id}`
@@ -48,10 +55,10 @@ pub async fn stream_events(
         types: parse_type_list(q.types.as_deref()),
         viewer,
     };
-    open(state, filter, &headers, q.after.as_deref(), caller.ip)
+    open(state, filter, &headers, &q, caller.ip)
 }
 
-/// # `GET /api/v1/sse?streams=a,b&types=x,y&after=ID`
+/// # `GET /api/v1/sse?streams=a,b&types=x,y&after=ID&consumer=NAME`
 ///
 /// Several streams (or all) as one SSE connection, in seq order.
 pub async fn multi_stream_events(
@@ -67,7 +74,7 @@ pub async fn multi_stream_events(
         types: parse_type_list(q.types.as_deref()),
         viewer,
     };
-    open(state, filter, &headers, q.after.as_deref(), caller.ip)
+    open(state, filter, &headers, &q, caller.ip)
 }
 
 /// The SSE seed's CORS header; the origin is decided by `api/cors.rs`.
@@ -82,15 +89,21 @@ fn open(
     state: AppState,
     filter: Filter,
     headers: &HeaderMap,
-    after: Option<&str>,
+    q: &SseQuery,
     ip: std::net::IpAddr,
 ) -> Result<Response> {
     let last_event_id = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("\u{fffd}").trim().to_owned());
-    let start = match (last_event_id.as_deref(), after) {
-        (Some(id), _) if !id.is_empty() => Start::After(parse_cursor("Last-Event-ID", id)?),
-        (_, Some(a)) if !a.is_empty() => Start::After(parse_cursor("after", a)?),
+    let consumer = consumers::parse_consumer_param(q.consumer.as_deref())?;
+    let start = match (last_event_id.as_deref(), q.after.as_deref(), consumer) {
+        (Some(id), _, _) if !id.is_empty() => Start::After(parse_cursor("Last-Event-ID", id)?),
+        (_, Some(a), _) if !a.is_empty() => Start::After(parse_cursor("after", a)?),
+        (_, _, Some(c)) => Start::After(consumers::start_position(
+            &state,
+            &c,
+            filter.streams.as_deref(),
+        )?),
         _ => Start::Now,
     };
     let sub = Subscription::open(&state.store, &state.hub, filter, start)?;

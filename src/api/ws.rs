@@ -6,10 +6,15 @@
 //! Event frames are built once per event (`EventRecord::ws_frame`) and shared
 //! by every connection; frames ready together are written with one flush.
 //!
-//! Client → server: `system:ping`, `room:join {room, after?}`, `room:leave {room}`.
+//! Client → server: `system:ping`, `room:join {room, after?, consumer?}`,
+//! `room:leave {room}`, `room:ack {room, consumer, cursor}`.
 //! Server → client: `system:connected`, `system:pong`, `room:joined {room, cursor}`,
-//! `room:left {room}`, events `{type, payload, id, stream_id, timestamp}`,
-//! `system:gap {room, from, to}`, `system:error {code, message}`.
+//! `room:left {room}`, `room:acked {room, consumer, cursor}`, events
+//! `{type, payload, id, stream_id, timestamp}`, `system:gap {room, from, to}`,
+//! `system:error {code, message}`.
+//! A join with `consumer` and no `after` starts from the consumer's committed
+//! position on the room; positions are committed only by `room:ack` (or the
+//! HTTP ack route), never automatically: at-least-once.
 //! Close codes: 1000 normal, 1001 server going away, 1008 policy (no pong within
 //! `limits.ws_pong_timeout_secs`), 1009 too big.
 
@@ -28,7 +33,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{parse_cursor, unix_now};
+use super::{consumers, parse_cursor, unix_now};
 use crate::app::{AppState, ConnectionGuard, Transport};
 use crate::auth::{Caller, Via};
 use crate::error::Error;
@@ -180,7 +185,7 @@ impl Connection {
         loop {
             tokio::select! {
                 incoming = socket.recv() => match incoming {
-                    Some(Ok(Message::Text(t))) => self.handle_text(t.as_str()),
+                    Some(Ok(Message::Text(t))) => self.handle_text(t.as_str()).await,
                     Some(Ok(Message::Binary(_))) => {
                         self.reply_error("unsupported_frame", "binary frames are not supported; send JSON text".into())
                     }
@@ -213,7 +218,7 @@ impl Connection {
         }
     }
 
-    fn handle_text(&mut self, raw: &str) {
+    async fn handle_text(&mut self, raw: &str) {
         let msg: Value = match serde_json::from_str(raw) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
@@ -234,6 +239,14 @@ impl Connection {
                     self.reply_error(code, e.to_string());
                 }
             }
+            Some("room:ack") => match self.ack(payload).await {
+                Ok(acked) => self.reply(acked),
+                Err(e) => {
+                    let body = e.body();
+                    let message = body["error"]["message"].as_str().unwrap_or_default();
+                    self.reply_error(e.status_and_code().1, message.to_owned());
+                }
+            },
             Some("room:leave") => match room_of(payload) {
                 Ok(room) => match self.joined.remove(&room) {
                     Some(token) => {
@@ -267,19 +280,16 @@ impl Connection {
                 format!("a connection may join at most {MAX_ROOMS} rooms"),
             ));
         }
-        let start = match &payload["after"] {
-            Value::Null => Start::Now,
-            Value::String(s) => Start::After(parse_cursor("after", s)?),
-            Value::Number(n) => Start::After(parse_cursor("after", &n.to_string())?),
-            _ => {
-                return Err(Error::bad_request(
-                    "invalid_cursor",
-                    "after must be an event id",
-                ));
-            }
-        };
         let streams = vec![room.clone()];
         let viewer = self.state.auth.viewer(&self.caller, Some(&streams))?;
+        let consumer = consumer_of(payload, false)?;
+        let start = match (cursor_of(payload, "after")?, consumer) {
+            (Some(after), _) => Start::After(after),
+            (None, Some(c)) => {
+                Start::After(consumers::start_position(&self.state, &c, Some(&streams))?)
+            }
+            (None, None) => Start::Now,
+        };
         let filter = Filter {
             streams: Some(streams),
             types: None,
@@ -293,6 +303,22 @@ impl Connection {
         self.joined.insert(room.clone(), token);
         self.reply(json!({"type": "room:joined", "payload": {"room": room, "cursor": cursor}}));
         Ok(())
+    }
+
+    /// Commits `cursor` as the consumer's position on the room: `room:acked`.
+    async fn ack(&mut self, payload: &Value) -> Result<Value, Error> {
+        let room =
+            room_of(payload).map_err(|e| Error::bad_request("invalid_room", e.to_string()))?;
+        let consumer = consumer_of(payload, true)?.unwrap_or_default();
+        let cursor = cursor_of(payload, "cursor")?.ok_or_else(|| {
+            Error::bad_request("invalid_cursor", "payload.cursor is required: an event id")
+        })?;
+        let streams = vec![room.clone()];
+        self.state.auth.viewer(&self.caller, Some(&streams))?;
+        consumers::commit(&self.state, &consumer, &streams, cursor).await?;
+        Ok(json!({"type": "room:acked", "payload": {
+            "room": room, "consumer": consumer, "cursor": cursor.to_string(),
+        }}))
     }
 
     /// An authenticated user receives their `user:<id>` events without
@@ -361,6 +387,31 @@ fn room_of(payload: &Value) -> Result<String, &'static str> {
         Some(r) if valid_stream_name(r) => Ok(r.to_owned()),
         Some(_) => Err("room names are 1-128 characters of A-Z a-z 0-9 . _ : -"),
         None => Err("payload.room is required"),
+    }
+}
+
+/// `payload[field]` as a cursor: an event id string (or number); `None` when absent.
+fn cursor_of(payload: &Value, field: &str) -> Result<Option<u64>, Error> {
+    match &payload[field] {
+        Value::Null => Ok(None),
+        Value::String(s) => parse_cursor(field, s).map(Some),
+        Value::Number(n) => parse_cursor(field, &n.to_string()).map(Some),
+        _ => Err(Error::bad_request(
+            "invalid_cursor",
+            format!("{field} must be an event id"),
+        )),
+    }
+}
+
+/// `payload.consumer`, checked; an error when `required` and absent.
+fn consumer_of(payload: &Value, required: bool) -> Result<Option<String>, Error> {
+    match &payload["consumer"] {
+        Value::Null if !required => Ok(None),
+        Value::String(s) => consumers::parse_consumer(s).map(Some),
+        _ => Err(Error::bad_request(
+            "invalid_consumer",
+            "payload.consumer must be a consumer name (1-128 characters of A-Z a-z 0-9 . _ : -)",
+        )),
     }
 }
 

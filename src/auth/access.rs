@@ -151,16 +151,26 @@ struct PolicyInner {
 enum StreamKind<'a> {
     /// `user:<id>`: that user's events.
     User(&'a str),
-    /// `admin` and internal `_…` streams: admins only.
+    /// `admin`: admins read, publishers write.
     AdminOnly,
+    /// `_jobs`: job status events, each for its job's owner (audience
+    /// `user`) or admins; any reader may subscribe and sees only their own.
+    Jobs,
+    /// Other internal `_…` streams: admins only, both ways (nobody may
+    /// forge what the server itself publishes there).
+    Internal,
     Plain,
 }
 
 fn kind(stream: &str) -> StreamKind<'_> {
     if let Some(id) = stream.strip_prefix("user:") {
         StreamKind::User(id)
-    } else if stream == "admin" || stream.starts_with('_') {
+    } else if stream == "admin" {
         StreamKind::AdminOnly
+    } else if stream == "_jobs" {
+        StreamKind::Jobs
+    } else if stream.starts_with('_') {
+        StreamKind::Internal
     } else {
         StreamKind::Plain
     }
@@ -288,6 +298,8 @@ impl Policy {
                 Action::Publish => by_role,
             },
             StreamKind::AdminOnly => action == Action::Publish && by_role,
+            StreamKind::Jobs => action == Action::Subscribe && by_role,
+            StreamKind::Internal => false,
             StreamKind::Plain => match rule_roles {
                 Some(allowed) => caller.roles.any(allowed) && patterns.is_none_or(|_| by_role),
                 None => by_role,
