@@ -5,6 +5,7 @@
 
 pub(crate) mod admin;
 mod auth;
+mod consumers;
 mod cors;
 pub mod error;
 mod events;
@@ -50,6 +51,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(admin::routes())
         .merge(streams::routes())
         .merge(jobs::routes())
+        .merge(consumers::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -10,7 +10,7 @@
 //! | `users`        | user name (UTF-8)                    | user record (JSON, `store/accounts.rs`) |
 //! | `tokens`       | API token id (12 ASCII alphanumerics) | token record (JSON, `store/accounts.rs`) |
 //! | `jobs`         | job id (ASCII)                       | job record with its payload (JSON, `store/jobs.rs`) |
-//! | `cursors`      | consumer ‖ 0x00 ‖ stream             | seq (u64 BE)                       |
+//! | `cursors`      | consumer ‖ 0x00 ‖ stream (`*`: all)  | seq (u64 BE), `store/cursors.rs`   |
 
 pub const LOG: &str = "log";
 pub const STREAM_INDEX: &str = "stream_index";
@@ -74,6 +74,29 @@ pub fn decode_key_value(v: &[u8]) -> Option<(u64, i64, String)> {
     Some((seq, ts, String::from_utf8(v[16..].to_vec()).ok()?))
 }
 
+/// Key of a consumer's position on one stream (`*`: its "all streams" position).
+pub fn cursor_key(consumer: &str, stream: &str) -> Vec<u8> {
+    let mut k = cursor_prefix(consumer);
+    k.extend_from_slice(stream.as_bytes());
+    k
+}
+
+/// The prefix of every `cursors` key of one consumer.
+pub fn cursor_prefix(consumer: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(consumer.len() + 1 + 32);
+    k.extend_from_slice(consumer.as_bytes());
+    k.push(0);
+    k
+}
+
+/// (consumer, stream) of a `cursors` key.
+pub fn cursor_key_parts(key: &[u8]) -> Option<(&str, &str)> {
+    let split = key.iter().position(|&b| b == 0)?;
+    let consumer = std::str::from_utf8(&key[..split]).ok()?;
+    let stream = std::str::from_utf8(&key[split + 1..]).ok()?;
+    Some((consumer, stream))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +113,19 @@ mod tests {
             decode_key_value(&encode_key_value(5, -3, "s")),
             Some((5, -3, "s".into()))
         );
+    }
+
+    #[test]
+    fn cursor_keys_group_by_consumer_and_round_trip() {
+        let a = cursor_key("a", "z");
+        let ab = cursor_key("a.b", "a");
+        assert!(a < ab, "every key of `a` sorts before those of `a.b`");
+        assert!(a.starts_with(&cursor_prefix("a")));
+        assert!(!ab.starts_with(&cursor_prefix("a")));
+        assert_eq!(
+            cursor_key_parts(&cursor_key("c-1", "*")),
+            Some(("c-1", "*"))
+        );
+        assert_eq!(cursor_key_parts(b"no-separator"), None);
     }
 }
