@@ -31,6 +31,8 @@ pub struct AppState {
     /// Asynchronous ingest jobs (`?async=true`).
     pub jobs: Jobs,
     pub limits: Arc<Limits>,
+    /// How retention passes decide (`POST /api/v1/admin/compact` runs one).
+    pub retention: crate::store::retention::Options,
     pub connections: Connections,
     /// Per-caller request rates (`limits.publish_*`, `limits.requests_*`).
     pub rate_limits: crate::limits::RateLimits,
@@ -188,6 +190,7 @@ pub async fn run(
         generators: generators.clone(),
         jobs: jobs.clone(),
         limits: Arc::new(config.limits.clone()),
+        retention: retention_options(&config),
         connections: Connections::new(
             config.limits.streaming_connections,
             config.limits.streaming_per_ip,
@@ -196,6 +199,12 @@ pub async fn run(
         shutdown: token.clone(),
         started: Instant::now(),
     };
+    let compactor = tokio::spawn(compact_every(
+        ingest.clone(),
+        retention_options(&config),
+        Duration::from_secs(config.retention.interval_secs),
+        token.clone(),
+    ));
     let control = crate::control::ControlServer::start(&config.data_dir, state.clone());
     let router = crate::api::router(state, &config.cors.allow_origins);
     let addr = listener.local_addr()?;
@@ -226,9 +235,43 @@ pub async fn run(
     jobs.stop(grace).await;
     // Generators stop publishing; their stored state brings them back at start.
     generators.shutdown().await;
+    // A pass in progress stops at its next step (the token is cancelled).
+    let _ = compactor.await;
     ingest.close().await;
     writer.join().await;
     store.flush().await.context("while flushing the store")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+fn retention_options(config: &Config) -> crate::store::retention::Options {
+    crate::store::retention::Options {
+        rewrite_dead_fraction: config.retention.rewrite_dead_fraction,
+    }
+}
+
+/// The background compactor: one retention pass every `interval` (the first
+/// one `interval` after start) until `shutdown`.
+async fn compact_every(
+    ingest: Ingest,
+    options: crate::store::retention::Options,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = crate::event::Now::system().secs().max(0) as u64;
+        let pass = ingest.compact_until(options, now, shutdown.clone());
+        if let Err(e) = pass.await {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tracing::error!(error = %e, "retention pass failed");
+        }
+    }
 }

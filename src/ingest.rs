@@ -15,11 +15,13 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Durability, Limits, StorageConfig, StreamsConfig};
 use crate::error::{Error, FieldError, Result};
 use crate::event::{EventInput, EventRules, NewEvent, Now};
 use crate::hub::Hub;
+use crate::store::retention::{self, PassReport};
 use crate::store::{Outcome, Store, Writer};
 
 /// What ingest needs from the configuration.
@@ -63,6 +65,9 @@ type Answer = (Result<Vec<Outcome>>, Vec<NewEvent>);
 
 enum Msg {
     Write(Vec<NewEvent>, oneshot::Sender<Answer>),
+    /// Work that needs the single writer (a retention step), run between two
+    /// group commits.
+    Run(Box<dyn FnOnce(&mut Writer) + Send>),
     Stop,
 }
 
@@ -191,6 +196,53 @@ impl Ingest {
         outcomes
     }
 
+    /// Runs `job` with the store's single writer, on the writer thread
+    /// between two group commits, and returns its result. Blocking: call from
+    /// a blocking thread.
+    pub fn on_writer_blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Writer) -> T + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(move |w: &mut Writer| {
+            let _ = reply.send(job(w));
+        });
+        self.0
+            .tx
+            .blocking_send(Msg::Run(job))
+            .map_err(|_| Error::ShuttingDown)?;
+        answer.blocking_recv().map_err(|_| Error::ShuttingDown)
+    }
+
+    /// One retention pass now (`store/retention.rs`): planned on a blocking
+    /// thread, each bounded step applied by the writer thread.
+    pub async fn compact(&self, options: retention::Options, now: u64) -> Result<PassReport> {
+        self.compact_until(options, now, CancellationToken::new())
+            .await
+    }
+
+    /// [`Ingest::compact`] that gives up before its next step once `stop`
+    /// is cancelled (shutdown).
+    pub async fn compact_until(
+        &self,
+        options: retention::Options,
+        now: u64,
+        stop: CancellationToken,
+    ) -> Result<PassReport> {
+        let ingest = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = ingest.0.store.clone();
+            retention::run_pass(&store, options, now, &mut |step| {
+                if stop.is_cancelled() {
+                    return Err(Error::ShuttingDown);
+                }
+                ingest.on_writer_blocking(move |w| retention::apply(w, step))?
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("retention task failed: {e}")))?
+    }
+
     /// Asks the writer to finish what is queued, flush and stop.
     pub async fn close(&self) {
         let _ = self.0.tx.send(Msg::Stop).await;
@@ -211,6 +263,7 @@ fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Msg>, hub: Hub, max_gro
         };
         let mut group = Vec::new();
         let mut count = 0;
+        let mut job = None;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
@@ -218,16 +271,19 @@ fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Msg>, hub: Hub, max_gro
                     count += events.len();
                     group.push((events, reply));
                 }
+                Msg::Run(f) => job = Some(f),
                 Msg::Stop => stopping = true,
             }
-            if count < max_group && !stopping {
+            if count < max_group && !stopping && job.is_none() {
                 next = rx.try_recv().ok();
             }
         }
-        if group.is_empty() {
-            continue;
+        if !group.is_empty() {
+            commit(&mut writer, &hub, group, sync);
         }
-        commit(&mut writer, &hub, group, sync);
+        if let Some(job) = job {
+            job(&mut writer);
+        }
     }
     rx.close();
     while let Ok(msg) = rx.try_recv() {

@@ -1,4 +1,5 @@
-//! The `tidings` command: `serve`, `user …`, `token …`, `bench`, `--version`.
+//! The `tidings` command: `serve`, `user …`, `token …`, `migrate`, `compact`,
+//! `bench`, `--version`.
 //!
 //! `user` and `token` reach a running server through its control socket and
 //! otherwise open the data dir themselves (see `tidings::control`).
@@ -54,6 +55,11 @@ enum Command {
         /// Only show the database's schema version and the known migrations.
         #[arg(long)]
         status: bool,
+    },
+    /// One retention pass on a stopped server's data dir; prints its figures as JSON.
+    Compact {
+        #[command(flatten)]
+        target: Target,
     },
     /// Load generator: measure publish throughput and fan-out latency of a running server.
     Bench(tidings::bench::BenchArgs),
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
         Command::User(cmd) => accounts(Accounts::User(cmd)),
         Command::Token(cmd) => accounts(Accounts::Token(cmd)),
         Command::Migrate { target, status } => migrate(&target, status),
+        Command::Compact { target } => compact(&target),
         Command::Bench(args) => {
             init_tracing(&Config::default());
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -224,6 +231,41 @@ async fn shutdown_signal() {
 }
 
 /// `tidings migrate [--status]` on a stopped server's data dir.
+/// `tidings compact`: opens the data dir (refused while a server runs on
+/// it), runs one retention pass, flushes, prints the pass's figures.
+fn compact(target: &Target) -> ExitCode {
+    let overrides = Overrides {
+        listen: None,
+        data_dir: target.data_dir.clone(),
+    };
+    let config = match config::load(target.config.as_deref(), &overrides) {
+        Ok((config, _)) => config,
+        Err(e) => {
+            eprintln!("tidings: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = tidings::store::retention::Options {
+        rewrite_dead_fraction: config.retention.rewrite_dead_fraction,
+    };
+    let now = tidings::event::Now::system().secs().max(0) as u64;
+    let result = tidings::store::Store::open(&config.data_dir, &config.storage)
+        .and_then(|store| tidings::store::retention::run_pass_offline(&store, options, now));
+    match result {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("report serialises")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tidings: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn migrate(target: &Target, status_only: bool) -> ExitCode {
     let overrides = Overrides {
         listen: None,

@@ -225,7 +225,9 @@ impl Subscription {
                 continue;
             }
             self.position = r.seq;
-            if r.expires_at > now && self.filter.matches_record(r) {
+            // Dead by its stream's deletion or cap: skipped like expired events.
+            let dead = r.expires_at <= now || self.store.below_floor(&r.stream, r.seq);
+            if !dead && self.filter.matches_record(r) {
                 self.pending.push_back(Item::Event(r.clone()));
             }
         }

@@ -66,6 +66,7 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>
                 "schema_version": stats.schema_version,
             },
             "hub": { "status": "ok", "subscribers": state.hub.clients().values().sum::<usize>() },
+            "retention": retention(&state),
         },
         "connections": {
             "sse": c.get(Transport::Sse),
@@ -86,4 +87,22 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// The `retention` component: the last pass and totals since start.
+fn retention(state: &AppState) -> Value {
+    let r = state.store.retention_stats();
+    json!({
+        "status": "ok",
+        "passes": r.passes,
+        "last_run": (r.last_run > 0).then_some(r.last_run),
+        "last_events_removed": r.last_events_removed,
+        "last_duration_ms": r.last_duration_ms,
+        "events_removed": r.events_removed,
+        "segments_deleted": r.segments_deleted,
+        "segments_rewritten": r.segments_rewritten,
+        "bytes_reclaimed": r.bytes_reclaimed,
+        "keys_removed": r.keys_removed,
+        "first_id": state.store.stats().first_seq.to_string(),
+    })
 }

@@ -13,6 +13,7 @@ mod health;
 mod jobs;
 mod limits;
 mod poll;
+mod retention;
 mod sse;
 mod streams;
 mod ws;
@@ -49,6 +50,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/health/detailed", get(health::detailed))
         .merge(auth::routes())
         .merge(admin::routes())
+        .merge(retention::routes())
         .merge(streams::routes())
         .merge(jobs::routes())
         .merge(consumers::routes())

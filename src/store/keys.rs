@@ -5,6 +5,7 @@
 //! | `log`          | first seq (u64 BE)                   | segment (see `segment.rs`)         |
 //! | `stream_index` | stream ‖ 0x00 ‖ segment first seq    | empty                              |
 //! | `keys`         | idempotency key                      | seq (u64 BE) ‖ timestamp (i64 BE) ‖ stream |
+//! | `segment_keys` | segment first seq (u64 BE)           | (seq u64 BE ‖ key len u16 BE ‖ key)* of its keyed events |
 //! | `streams`      | stream name                          | stream settings (JSON)             |
 //! | `meta`         | one of the `META_*` names            | see each name                      |
 //! | `users`        | user name (UTF-8)                    | user record (JSON, `store/accounts.rs`) |
@@ -15,6 +16,9 @@
 pub const LOG: &str = "log";
 pub const STREAM_INDEX: &str = "stream_index";
 pub const KEYS: &str = "keys";
+/// Which idempotency keys each segment's events carry, so retention deletes
+/// exactly the `keys` entries of the events it removes.
+pub const SEGMENT_KEYS: &str = "segment_keys";
 pub const STREAMS: &str = "streams";
 pub const META: &str = "meta";
 pub const USERS: &str = "users";
@@ -30,6 +34,11 @@ pub const META_LAST_SEQ: &[u8] = b"last_seq";
 pub const META_EVENT_COUNT: &[u8] = b"event_count";
 /// u64 BE: the lowest sequence number retention has not deleted.
 pub const META_FIRST_SEQ: &[u8] = b"first_seq";
+
+/// Prefix of the `meta` entries `floor\0<stream>` → u64 BE: every event of
+/// the stream with seq ≤ this was deleted by retention (its `max_events` cap)
+/// or with the stream.
+pub const META_FLOOR_PREFIX: &[u8] = b"floor\0";
 
 pub fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
@@ -97,6 +106,32 @@ pub fn cursor_key_parts(key: &[u8]) -> Option<(&str, &str)> {
     Some((consumer, stream))
 }
 
+/// Value of a `segment_keys` entry.
+pub fn encode_segment_keys<'a>(keyed: impl IntoIterator<Item = (u64, &'a str)>) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (seq, key) in keyed {
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        v.extend_from_slice(key.as_bytes());
+    }
+    v
+}
+
+/// The (seq, key) pairs of a `segment_keys` value; stops at malformed bytes.
+pub fn decode_segment_keys(mut v: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    while v.len() >= 10 {
+        let seq = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+        let len = u16::from_be_bytes(v[8..10].try_into().expect("2 bytes")) as usize;
+        let Some(key) = v.get(10..10 + len) else {
+            break;
+        };
+        out.push((seq, key));
+        v = &v[10 + len..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +147,11 @@ mod tests {
         assert_eq!(
             decode_key_value(&encode_key_value(5, -3, "s")),
             Some((5, -3, "s".into()))
+        );
+        let sk = encode_segment_keys([(7, "a"), (9, "bc")]);
+        assert_eq!(
+            decode_segment_keys(&sk),
+            vec![(7, &b"a"[..]), (9, &b"bc"[..])]
         );
     }
 

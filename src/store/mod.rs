@@ -14,6 +14,7 @@ pub mod cursors;
 mod jobs;
 pub mod keys;
 pub mod migrate;
+pub mod retention;
 pub mod segment;
 mod streams;
 mod writer;
@@ -56,6 +57,8 @@ struct Inner {
     log: sled::Tree,
     stream_index: sled::Tree,
     keys: sled::Tree,
+    /// Idempotency keys per segment, for retention (`keys.rs`).
+    segment_keys: sled::Tree,
     streams_tree: sled::Tree,
     meta: sled::Tree,
     durability: Durability,
@@ -67,6 +70,10 @@ struct Inner {
     /// Known streams and their settings (mirror of `streams_tree`).
     streams: RwLock<BTreeMap<String, StreamSettings>>,
     writer_taken: AtomicBool,
+    /// Per-stream seqs at and below which events are dead by cap or deletion.
+    floors: retention::Floors,
+    /// The compactor's pass lock and figures.
+    retention: retention::Counters,
 }
 
 /// Figures for health and metrics.
@@ -115,12 +122,15 @@ impl Store {
             log: db.open_tree(keys::LOG)?,
             stream_index: db.open_tree(keys::STREAM_INDEX)?,
             keys: db.open_tree(keys::KEYS)?,
+            segment_keys: db.open_tree(keys::SEGMENT_KEYS)?,
             streams_tree: db.open_tree(keys::STREAMS)?,
             visible: AtomicU64::new(last_seq),
             first_seq: AtomicU64::new(read_u64(keys::META_FIRST_SEQ)?.max(1)),
             event_count: AtomicU64::new(read_u64(keys::META_EVENT_COUNT)?),
             streams: RwLock::new(BTreeMap::new()),
             writer_taken: AtomicBool::new(false),
+            floors: retention::Floors::default(),
+            retention: retention::Counters::default(),
             durability: cfg.durability,
             meta,
             db,
@@ -136,6 +146,7 @@ impl Store {
                 );
             }
         }
+        store.load_floors()?;
         tracing::info!(dir = %dir.display(), last_seq, schema, "store opened");
         Ok(store)
     }
@@ -228,7 +239,10 @@ impl Store {
 
     /// Reads up to `limit` events with seq > `after` and ≤ the visible
     /// watermark, from `streams` (all when `None`), keeping those `accept`
-    /// takes and skipping expired ones. Blocking: call from a blocking context.
+    /// takes and skipping dead ones: expired, or at or below their stream's
+    /// retention floor (cap or deletion, see `retention.rs`). A cursor below
+    /// `first_seq`, or for named streams below the lowest of their floors,
+    /// gets a gap up to it. Blocking: call from a blocking context.
     pub fn read_after(
         &self,
         after: u64,
@@ -245,9 +259,16 @@ impl Store {
             ..Default::default()
         };
         let mut after = after;
-        if after + 1 < first {
-            out.gap = Some((after + 1, first - 1));
-            after = first - 1;
+        // Fast path: no stream has a floor above the cursor.
+        let floors = (after < self.0.floors.max()).then(|| self.0.floors.snapshot());
+        let mut floor = first.saturating_sub(1);
+        if let (Some(streams), Some(f)) = (streams, &floors) {
+            let lowest = streams.iter().map(|s| f.get(s).copied().unwrap_or(0));
+            floor = floor.max(lowest.min().unwrap_or(0).min(visible));
+        }
+        if after < floor {
+            out.gap = Some((after + 1, floor));
+            after = floor;
             out.scanned_to = after;
         }
         if after >= visible || limit == 0 {
@@ -277,7 +298,10 @@ impl Store {
                     break;
                 }
                 let wanted = streams.is_none_or(|s| s.iter().any(|s| s == entry.stream));
-                if wanted && entry.expires_at > now_secs && accept(&entry) {
+                let floored = floors
+                    .as_ref()
+                    .is_some_and(|f| f.get(entry.stream).is_some_and(|f| entry.seq <= *f));
+                if wanted && entry.expires_at > now_secs && !floored && accept(&entry) {
                     out.events.push(entry.to_record(&segment));
                 }
                 out.scanned_to = entry.seq;

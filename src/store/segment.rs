@@ -155,6 +155,29 @@ pub fn entries(segment: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Corrupt
     })
 }
 
+/// A copy of `segment` holding only the entries `keep` takes, in order, their
+/// framing and checksums copied as they are (the codec is unchanged), and how
+/// many entries it holds. Used by retention to rewrite a mostly dead segment.
+pub fn retain(segment: &[u8], keep: impl Fn(&Entry) -> bool) -> Result<(Bytes, u32), Corrupt> {
+    if segment.first() != Some(&VERSION) || segment.len() < HEADER {
+        return Err(Corrupt("unknown segment version"));
+    }
+    let mut out = Vec::with_capacity(segment.len());
+    out.extend_from_slice(&segment[..HEADER]);
+    let mut count = 0u32;
+    let mut pos = HEADER;
+    while pos < segment.len() {
+        let (entry, next) = decode_entry(segment, pos)?;
+        if keep(&entry) {
+            out.extend_from_slice(&segment[pos..next]);
+            count += 1;
+        }
+        pos = next;
+    }
+    out[1..5].copy_from_slice(&count.to_be_bytes());
+    Ok((Bytes::from(out), count))
+}
+
 fn decode_entry(seg: &[u8], pos: usize) -> Result<(Entry<'_>, usize), Corrupt> {
     let u32_at = |p: usize| -> Result<u32, Corrupt> {
         seg.get(p..p + 4)
@@ -244,5 +267,17 @@ mod tests {
         let results: Vec<_> = entries(&bad).collect();
         assert!(results[0].is_ok() && results[1].is_err());
         assert!(entries(b"\x07").next().unwrap().is_err());
+        let (kept, n) = retain(&seg, |e| e.seq == 11).unwrap();
+        let left: Vec<_> = entries(&kept).map(|e| e.unwrap().seq).collect();
+        assert_eq!((left, n), (vec![11], 1));
+        assert_eq!(
+            &entries(&kept)
+                .next()
+                .unwrap()
+                .unwrap()
+                .to_record(&kept)
+                .json[..],
+            b"{\"a\":1}"
+        );
     }
 }

@@ -148,6 +148,8 @@ impl Store {
             .insert(name.as_bytes(), settings.encode())?;
         inner.streams_tree.flush()?;
         known.insert(name.to_owned(), settings.clone());
+        // Readers skip what the deletion covers from now on (`retention.rs`).
+        inner.floors.raise(name, settings.deleted_through);
         Ok((settings, created))
     }
 
@@ -172,6 +174,8 @@ impl Store {
             .insert(name.as_bytes(), settings.encode())?;
         inner.streams_tree.flush()?;
         known.insert(name.to_owned(), settings.clone());
+        // Readers skip what the deletion covers from now on (`retention.rs`).
+        inner.floors.raise(name, settings.deleted_through);
         Ok(())
     }
 }

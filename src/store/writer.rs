@@ -27,7 +27,8 @@ pub struct Outcome {
 /// The one writer of the event log (see [`Store::writer`]).
 pub struct Writer {
     store: Store,
-    last_seq: u64,
+    /// The highest seq assigned (retention reads it: `retention::apply`).
+    pub(super) last_seq: u64,
 }
 
 /// A group commit's result: outcomes per request, and the new records in seq order.
@@ -64,21 +65,25 @@ impl Writer {
                     if let Some(v) = inner.keys.get(key.as_bytes())? {
                         let (seq, timestamp, stream) = keys::decode_key_value(&v)
                             .ok_or_else(|| Error::Store("malformed idempotency entry".into()))?;
-                        let o = Outcome {
-                            seq,
-                            stream,
-                            timestamp,
-                            duplicate: true,
-                        };
-                        seen.insert(
-                            key,
-                            Outcome {
-                                duplicate: false,
-                                ..o.clone()
-                            },
-                        );
-                        out.push(o);
-                        continue;
+                        // Below `first_seq` the original is gone (retention
+                        // deleted it): the key is free again.
+                        if seq >= inner.first_seq.load(Ordering::Acquire) {
+                            let o = Outcome {
+                                seq,
+                                stream,
+                                timestamp,
+                                duplicate: true,
+                            };
+                            seen.insert(
+                                key,
+                                Outcome {
+                                    duplicate: false,
+                                    ..o.clone()
+                                },
+                            );
+                            out.push(o);
+                            continue;
+                        }
                     }
                 }
                 next += 1;
@@ -129,15 +134,25 @@ impl Writer {
             .collect();
         let now = fresh[0].0.timestamp;
         let count = inner.event_count.load(Ordering::Relaxed) + fresh.len() as u64;
+        // Which keys this segment's events carry: retention deletes exactly these.
+        let keyed: Vec<(u64, &str)> = fresh
+            .iter()
+            .filter_map(|(ev, seq)| Some((*seq, ev.key.as_deref()?)))
+            .collect();
+        let segment_keys = (!keyed.is_empty()).then(|| keys::encode_segment_keys(keyed));
         (
             &inner.log,
             &inner.stream_index,
             &inner.keys,
             &inner.streams_tree,
             &inner.meta,
+            &inner.segment_keys,
         )
-            .transaction(|(log, index, keys_t, streams_t, meta)| {
+            .transaction(|(log, index, keys_t, streams_t, meta, seg_keys)| {
                 log.insert(&keys::seq_key(first), segment.as_ref())?;
+                if let Some(v) = &segment_keys {
+                    seg_keys.insert(&keys::seq_key(first), v.as_slice())?;
+                }
                 for s in &streams {
                     index.insert(keys::stream_index_key(s, first), &[])?;
                 }
