@@ -10,6 +10,8 @@ mod m0001;
 mod m0002;
 #[path = "../../migrations/0003_jobs_and_cursors.rs"]
 mod m0003;
+#[path = "../../migrations/0004_segment_keys.rs"]
+mod m0004;
 
 type Apply = fn(&sled::Db, &mut sled::Batch) -> sled::Result<()>;
 
@@ -18,10 +20,11 @@ const MIGRATIONS: &[(&str, Apply)] = &[
     ("initial layout", m0001::apply),
     ("accounts", m0002::apply),
     ("jobs and cursors", m0003::apply),
+    ("segment keys", m0004::apply),
 ];
 
 /// The schema version this binary writes.
-pub const CURRENT_VERSION: u32 = 3;
+pub const CURRENT_VERSION: u32 = 4;
 
 /// Where a database stands against the migrations this binary knows.
 #[derive(Debug, Clone)]
@@ -86,6 +89,41 @@ mod tests {
     #[test]
     fn the_list_matches_the_current_version() {
         assert_eq!(MIGRATIONS.len() as u32, CURRENT_VERSION);
+    }
+
+    #[test]
+    fn segment_keys_are_filled_for_older_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        migrate(&db).unwrap();
+        // A version-3 database: two segments (first seqs 1 and 3), keyed
+        // events 1, 2 and 4, and a key whose segment is gone.
+        let log = db.open_tree(keys::LOG).unwrap();
+        for first in [1u64, 3] {
+            log.insert(keys::seq_key(first), b"segment".as_slice())
+                .unwrap();
+        }
+        let keys_tree = db.open_tree(keys::KEYS).unwrap();
+        for (key, seq) in [("a", 1u64), ("b", 2), ("c", 4)] {
+            keys_tree
+                .insert(key, keys::encode_key_value(seq, 0, "s"))
+                .unwrap();
+        }
+        db.open_tree(keys::SEGMENT_KEYS).unwrap().clear().unwrap();
+        let meta = db.open_tree(keys::META).unwrap();
+        meta.insert(keys::META_SCHEMA_VERSION, &3u32.to_be_bytes())
+            .unwrap();
+        assert_eq!(migrate(&db).unwrap(), CURRENT_VERSION);
+        let sk = db.open_tree(keys::SEGMENT_KEYS).unwrap();
+        let pairs = |first: u64| -> Vec<(u64, Vec<u8>)> {
+            let v = sk.get(keys::seq_key(first)).unwrap().unwrap();
+            keys::decode_segment_keys(&v)
+                .into_iter()
+                .map(|(s, k)| (s, k.to_vec()))
+                .collect()
+        };
+        assert_eq!(pairs(1), vec![(1, b"a".to_vec()), (2, b"b".to_vec())]);
+        assert_eq!(pairs(3), vec![(4, b"c".to_vec())]);
     }
 
     #[test]
