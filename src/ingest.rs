@@ -131,7 +131,12 @@ impl Ingest {
         for (index, input) in inputs.into_iter().enumerate() {
             let own_ttl = input.ttl.is_some();
             match input.normalize(self.0.cfg.rules, now) {
-                Ok(ev) if !self.0.cfg.auto_create && !self.0.store.stream_exists(&ev.stream) => {
+                // The server's own `_…` streams (e.g. `_jobs`) always exist.
+                Ok(ev)
+                    if !self.0.cfg.auto_create
+                        && !ev.stream.starts_with('_')
+                        && !self.0.store.stream_exists(&ev.stream) =>
+                {
                     errors.push(FieldError {
                         index: Some(index),
                         ..FieldError::new(

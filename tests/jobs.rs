@@ -590,3 +590,34 @@ async fn sigkill_with_queued_jobs_loses_none_and_duplicates_nothing() {
     assert!(stored.len() >= total, "every acknowledged event exists");
     server.kill();
 }
+
+#[tokio::test]
+async fn jobs_report_status_even_when_streams_are_not_auto_created() {
+    let (server, admin, alice, _) = jwt_server(|c| c.streams.auto_create = false).await;
+    let created = admin
+        .http
+        .put(admin.url("/api/v1/streams/orders"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let id = submit(&alice, EVENTS, &json!({"stream_id": "orders", "type": "t"})).await;
+    wait_job(&alice, &id, "done").await;
+    let statuses: Vec<Value> = admin
+        .poll_all("streams=_jobs")
+        .await
+        .into_iter()
+        .filter(|e| e["subject"] == id)
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            json!("job.queued"),
+            json!("job.processing"),
+            json!("job.done")
+        ]
+    );
+    server.stop().await;
+}

@@ -10,7 +10,6 @@
 //! retained events, visiting at most [`LAG_SCAN_SEGMENTS`] segments; past
 //! that the count is a lower bound and says so (`capped`).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use super::{Store, keys, segment};
@@ -124,16 +123,6 @@ impl Store {
         }
         let one = [stream.to_owned()];
         let only = (stream != ALL_STREAMS).then_some(&one[..]);
-        // Events of a deleted stream are skipped by readers until retention removes them.
-        let deleted: HashMap<String, u64> = self
-            .0
-            .streams
-            .read()
-            .expect("streams lock")
-            .iter()
-            .filter(|(name, s)| s.deleted_through > 0 && only.is_none_or(|_| *name == stream))
-            .map(|(name, s)| (name.clone(), s.deleted_through))
-            .collect();
         for (i, first_seq) in self.segments_after(after, only)?.enumerate() {
             let first_seq = first_seq?;
             if first_seq > visible {
@@ -156,7 +145,8 @@ impl Store {
                 }
                 let counted = only.is_none_or(|_| entry.stream == stream)
                     && entry.expires_at > now_secs
-                    && deleted.get(entry.stream).is_none_or(|&d| entry.seq > d);
+                    // Deleted with the stream or over its cap: readers skip it.
+                    && !self.below_floor(entry.stream, entry.seq);
                 lag.events += u64::from(counted);
             }
         }
