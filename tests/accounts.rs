@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use common::client::{EVENTS, unix_now};
+use common::process::ServerProcess;
 use common::{TestServer, assert_error, wait_until};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -207,42 +207,23 @@ fn str_of(v: &Value) -> String {
         .to_owned()
 }
 
-/// Log output of the server, captured in this test's thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn setup_token_creates_the_first_admin_once() {
-    // The server runs on this test's (current-thread) runtime, so a
-    // thread-local subscriber sees its start-up warning.
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let server = start(|_| {}).await;
-    let http = Http::new(&server);
-    let text = log.text();
+    // The real binary, so its start-up log is its own stderr.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::spawn(
+        dir.path(),
+        &[],
+        &[
+            ("TIDINGS_AUTH__JWT_SECRET", SECRET),
+            ("TIDINGS_AUTH__ALLOW_ANONYMOUS", "false"),
+        ],
+    );
+    let http = Http {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+    };
+    let text = server.startup.join("\n");
     let line = text
         .lines()
         .find(|l| l.contains("setup_token="))

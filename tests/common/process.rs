@@ -13,8 +13,10 @@ pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub base: String,
-    /// Every stderr line the process printed so far arrives here.
+    /// Every stderr line the process printed after its address arrives here.
     pub log: mpsc::Receiver<String>,
+    /// The stderr lines it printed before its address (start-up messages).
+    pub startup: Vec<String>,
 }
 
 /// The `tidings` binary cargo built for these tests.
@@ -70,6 +72,7 @@ impl ServerProcess {
             addr,
             base: format!("http://{addr}"),
             log,
+            startup: seen,
         }
     }
 
