@@ -1385,6 +1385,7 @@ async fn a_public_listener_starts_when_anonymous_access_is_decided() {
         addr,
         base: format!("http://{addr}"),
         log,
+        startup: seen,
     };
     let http = reqwest::Client::new();
     let ready = Answer::of(http.get(server.url("/health/ready"))).await;
