@@ -134,7 +134,7 @@ impl Jobs {
             return Err(e);
         }
         // Announced before a worker can see it, so `queued` comes first.
-        self.announce(&job).await;
+        let _ = self.announce(&job).await;
         permit.send(id.clone());
         Ok(id)
     }
@@ -212,21 +212,25 @@ impl Jobs {
 
     /// Runs one job to `done` or `failed`; a job already finished (queued
     /// twice by a restart) is skipped.
+    ///
+    /// Each status is announced on `_jobs` *before* the record changes, so a
+    /// crash never leaves a record ahead of its announcements: the job runs
+    /// again, its events and announcements deduplicate by key, and the
+    /// record catches up. (`queued` is announced again here for a job whose
+    /// first announcement a crash took.)
     async fn run(&self, id: &str) -> Result<()> {
-        let started = Now::system().secs();
-        let Some(mut job) = self.0.store.update_job(id, |mut j| {
-            (!j.status.is_finished()).then(|| {
-                j.status = JobStatus::Processing;
-                j.updated = started;
-                j
-            })
-        })?
-        else {
+        let Some(mut job) = self.0.store.job(id)?.filter(|j| !j.status.is_finished()) else {
             return Ok(());
         };
-        // Not flushed: a crash before the next flush leaves it `queued`,
-        // which is run again all the same.
-        self.announce(&job).await;
+        if job.status == JobStatus::Queued && self.announce(&job).await.is_err() {
+            return Ok(());
+        }
+        job.status = JobStatus::Processing;
+        job.updated = Now::system().secs();
+        if self.announce(&job).await.is_err() {
+            return Ok(());
+        }
+        self.save(id, &job)?;
         let payload = std::mem::take(&mut job.payload);
         let (status, event_ids, error) = match self.0.ingest.ingest(payload).await {
             Ok(outcomes) => (
@@ -238,32 +242,41 @@ impl Jobs {
             Err(Error::ShuttingDown) => return Ok(()),
             Err(e) => (JobStatus::Failed, Vec::new(), Some(failure_message(&e))),
         };
-        let finished = Now::system().secs();
-        let Some(job) = self.0.store.update_job(id, |mut j| {
-            j.status = status;
-            j.updated = finished;
-            j.event_ids = event_ids.clone();
-            j.error = error.clone();
-            Some(j)
-        })?
-        else {
+        job.status = status;
+        job.updated = Now::system().secs();
+        job.event_ids = event_ids;
+        job.error = error;
+        if self.announce(&job).await.is_err() {
             return Ok(());
-        };
-        // Durability of `done` comes with the announcement's group commit; if
-        // it is lost in a crash the job runs again and gets the same ids.
-        self.announce(&job).await;
+        }
+        // Flushed by the next group commit or flush; if a crash takes it,
+        // the job runs again and gets the same ids.
+        self.save(id, &job)
+    }
+
+    /// Writes a job's new status, keeping the stored payload.
+    fn save(&self, id: &str, job: &JobRecord) -> Result<()> {
+        self.0.store.update_job(id, |mut stored| {
+            stored.status = job.status;
+            stored.updated = job.updated;
+            stored.event_ids = job.event_ids.clone();
+            stored.error = job.error.clone();
+            Some(stored)
+        })?;
         Ok(())
     }
 
     /// Publishes the job's current status on [`JOBS_STREAM`] through the
-    /// write path. A failure is logged: the job itself is not affected.
-    async fn announce(&self, job: &JobRecord) {
+    /// write path (deduplicated by the key `job-status:<id>:<status>`). Only
+    /// `ShuttingDown` is returned, so the caller leaves the job to the next
+    /// start; other failures are logged and the job goes on.
+    async fn announce(&self, job: &JobRecord) -> Result<()> {
         let status = job.status.as_str();
         let data = match serde_json::value::to_raw_value(&job.info()) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(job = %job.job_id, error = %e, "cannot encode a job status");
-                return;
+                return Ok(());
             }
         };
         let input = EventInput {
@@ -278,8 +291,13 @@ impl Jobs {
             key: Some(format!("job-status:{}:{status}", job.job_id)),
             ttl: Some(self.0.ttl_secs),
         };
-        if let Err(e) = self.0.ingest.ingest(vec![input]).await {
-            tracing::warn!(job = %job.job_id, status, error = %e, "could not publish the job status on {JOBS_STREAM}");
+        match self.0.ingest.ingest(vec![input]).await {
+            Ok(_) => Ok(()),
+            Err(Error::ShuttingDown) => Err(Error::ShuttingDown),
+            Err(e) => {
+                tracing::warn!(job = %job.job_id, status, error = %e, "could not publish the job status on {JOBS_STREAM}");
+                Ok(())
+            }
         }
     }
 }

@@ -507,7 +507,14 @@ async fn submit_until_killed(base: String, task: usize, acked: Acked) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_with_queued_jobs_loses_none_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("TIDINGS_JOBS__WORKERS", "1")];
+    // Anonymous producers as in the zero-config case, plus an admin JWT to
+    // read `_jobs` (ownerless jobs are announced to admins).
+    let env = [
+        ("TIDINGS_JOBS__WORKERS", "1"),
+        ("TIDINGS_AUTH__JWT_SECRET", common::TEST_JWT_SECRET),
+        ("TIDINGS_AUTH__ALLOW_ANONYMOUS", "true"),
+        ("TIDINGS_AUTH__ANONYMOUS_PUBLISH", "true"),
+    ];
     let server = ServerProcess::spawn(dir.path(), &[], &env);
     let acked: Acked = Arc::default();
     let loaders: Vec<_> = (0..6)
@@ -588,6 +595,29 @@ async fn sigkill_with_queued_jobs_loses_none_and_duplicates_nothing() {
     }
     let total: usize = acked.iter().map(|(_, m)| m.len()).sum();
     assert!(stored.len() >= total, "every acknowledged event exists");
+    // Every job's statuses were announced on `_jobs`, each exactly once,
+    // even those a crash interrupted between two steps.
+    let admin = Api::at_with_token(&server.base, &hs256_token("root", &["ADMIN"]));
+    let mut announced: HashMap<String, Vec<String>> = HashMap::new();
+    for e in admin.poll_all("streams=_jobs").await {
+        announced
+            .entry(e["subject"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(e["type"].as_str().unwrap().to_owned());
+    }
+    for (id, _) in &acked {
+        assert_eq!(
+            announced.get(id).map(Vec::as_slice),
+            Some(
+                &[
+                    "job.queued".to_owned(),
+                    "job.processing".to_owned(),
+                    "job.done".to_owned()
+                ][..]
+            ),
+            "announcements of job {id}"
+        );
+    }
     server.kill();
 }
 

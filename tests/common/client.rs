@@ -57,6 +57,11 @@ impl Api {
 
     /// A client sending `Authorization: Bearer <token>` on every request.
     pub fn with_token(server: &TestServer, token: &str) -> Self {
+        Self::at_with_token(&server.base, token)
+    }
+
+    /// The same against any base URL (e.g. a server process).
+    pub fn at_with_token(base: &str, token: &str) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::AUTHORIZATION,
@@ -69,7 +74,7 @@ impl Api {
                 .default_headers(headers)
                 .build()
                 .expect("client"),
-            base: server.base.clone(),
+            base: base.to_owned(),
         }
     }
 
