@@ -230,20 +230,27 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// `tidings migrate [--status]` on a stopped server's data dir.
-/// `tidings compact`: opens the data dir (refused while a server runs on
-/// it), runs one retention pass, flushes, prints the pass's figures.
-fn compact(target: &Target) -> ExitCode {
+/// The configuration a maintenance command works on (like `serve`'s); a
+/// bad one is reported and exits 2.
+fn target_config(target: &Target) -> Result<Config, ExitCode> {
     let overrides = Overrides {
         listen: None,
         data_dir: target.data_dir.clone(),
     };
-    let config = match config::load(target.config.as_deref(), &overrides) {
-        Ok((config, _)) => config,
-        Err(e) => {
+    config::load(target.config.as_deref(), &overrides)
+        .map(|(config, _)| config)
+        .map_err(|e| {
             eprintln!("tidings: {e}");
-            return ExitCode::from(2);
-        }
+            ExitCode::from(2)
+        })
+}
+
+/// `tidings compact`: opens the data dir (refused while a server runs on
+/// it), runs one retention pass, flushes, prints the pass's figures.
+fn compact(target: &Target) -> ExitCode {
+    let config = match target_config(target) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     let options = tidings::store::retention::Options {
         rewrite_dead_fraction: config.retention.rewrite_dead_fraction,
@@ -266,17 +273,11 @@ fn compact(target: &Target) -> ExitCode {
     }
 }
 
+/// `tidings migrate [--status]` on a stopped server's data dir.
 fn migrate(target: &Target, status_only: bool) -> ExitCode {
-    let overrides = Overrides {
-        listen: None,
-        data_dir: target.data_dir.clone(),
-    };
-    let config = match config::load(target.config.as_deref(), &overrides) {
-        Ok((config, _)) => config,
-        Err(e) => {
-            eprintln!("tidings: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match target_config(target) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     let dir = &config.data_dir;
     let result = (|| {
