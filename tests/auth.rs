@@ -18,18 +18,18 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::client::{Api, EVENTS, Published, STREAMS, WAIT, assert_ids, event_json, unix_now};
 use common::process::{ServerProcess, binary};
+use common::ws::{Ws, expect as ws_expect, recv as ws_recv, send as ws_send};
 use common::{TestServer, assert_error, within};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 use tidings::config::{Config, JwtAlgorithm, StreamRule};
-use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 /// The HS256 secret of the secured test servers (at least 32 bytes).
 const SECRET: &str = common::TEST_JWT_SECRET;
@@ -283,8 +283,6 @@ impl Sse {
 
 // ---------------------------------------------------------------- WebSocket
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// Connects to `/ws` (with `?token=`) and returns the socket and greeting.
 async fn ws_connect(server: &TestServer, token: Option<&str>) -> (Ws, Value) {
     let path = token.map_or("/ws".to_owned(), |t| with_token("/ws", t));
@@ -323,33 +321,6 @@ async fn ws_handshake(api: &Api, path: &str, origin: Option<&str>) -> Answer {
         req = req.header("origin", origin);
     }
     Answer::of(req).await
-}
-
-async fn ws_send(ws: &mut Ws, msg: &Value) {
-    within("send", WAIT, ws.send(Message::text(msg.to_string())))
-        .await
-        .expect("send");
-}
-
-/// The next text message as JSON (pings and pongs skipped).
-async fn ws_recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = within("next WebSocket message", WAIT, ws.next())
-            .await
-            .expect("connection ended")
-            .expect("read");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-async fn ws_expect(ws: &mut Ws, ty: &str) -> Value {
-    let msg = ws_recv(ws).await;
-    assert_eq!(msg["type"], ty, "message: {msg}");
-    msg
 }
 
 async fn ws_join(ws: &mut Ws, room: &str) {

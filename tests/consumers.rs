@@ -8,14 +8,13 @@ mod common;
 use std::pin::Pin;
 
 use common::client::{Api, Published, WAIT, assert_ids, event_json};
+use common::ws::{Ws, expect as ws_expect, recv as ws_recv};
 use common::{TEST_JWT_SECRET, TestServer, assert_error, hs256_token, within};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::connect_async;
 
 const CONSUMERS: &str = "/api/v1/consumers";
 
@@ -420,8 +419,6 @@ async fn sse_starts_from_the_consumer_position_unless_told_otherwise() {
     assert_eq!(sse_ids(&mut one, 1).await, ids(&more));
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// Connects with `token`; skips the greeting and the caller's own room join.
 async fn ws_connect(server: &TestServer, token: &str) -> Ws {
     let url = server.ws_url(&format!("/ws?token={token}"));
@@ -438,31 +435,7 @@ async fn ws_connect(server: &TestServer, token: &str) -> Ws {
 }
 
 async fn ws_send(ws: &mut Ws, ty: &str, payload: Value) {
-    let msg = json!({ "type": ty, "payload": payload });
-    within("send", WAIT, ws.send(Message::text(msg.to_string())))
-        .await
-        .expect("send");
-}
-
-async fn ws_recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = within("next WebSocket message", WAIT, ws.next())
-            .await
-            .expect("connection ended")
-            .expect("read");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
-
-/// The next message, which must have type `ty`.
-async fn ws_expect(ws: &mut Ws, ty: &str) -> Value {
-    let msg = ws_recv(ws).await;
-    assert_eq!(msg["type"], ty, "{msg}");
-    msg
+    common::ws::send(ws, &json!({ "type": ty, "payload": payload })).await;
 }
 
 #[tokio::test]

@@ -7,14 +7,12 @@ use std::time::Duration;
 use common::client::{
     Api, Published, WAIT, assert_digits, assert_ids, event_json, publish_concurrently,
 };
+use common::ws::{Ws, expect, recv, send};
 use common::{TestServer, within};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The frame a room member must receive for this event, exactly.
 fn frame(p: &Published) -> Value {
@@ -48,37 +46,6 @@ async fn connect_joined(server: &TestServer, rooms: &[&str]) -> Ws {
         join(&mut ws, room, None).await;
     }
     ws
-}
-
-async fn send(ws: &mut Ws, msg: &Value) {
-    within("send", WAIT, ws.send(Message::text(msg.to_string())))
-        .await
-        .expect("send");
-}
-
-/// The next server message as JSON; protocol pings and pongs are skipped.
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = within("next WebSocket message", WAIT, ws.next())
-            .await
-            .expect("connection ended")
-            .expect("read");
-        match msg {
-            Message::Text(t) => {
-                return serde_json::from_str(t.as_str())
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {t}"));
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-/// The next message, which must have type `ty`.
-async fn expect(ws: &mut Ws, ty: &str) -> Value {
-    let msg = recv(ws).await;
-    assert_eq!(msg["type"], ty, "message: {msg}");
-    msg
 }
 
 /// Joins `room` (optionally after a cursor); returns the cursor `room:joined` reports.

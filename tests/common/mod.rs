@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod process;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
