@@ -151,6 +151,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let grpc_listener = match config.grpc_listen_addr()? {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("while binding grpc_listen {addr}"))?,
+        ),
+        None => None,
+    };
     let store =
         Store::open(&config.data_dir, &config.storage).context("while opening the store")?;
     let hub = Hub::new(config.limits.hub_buffer);
@@ -206,7 +214,11 @@ pub async fn run(
         token.clone(),
     ));
     let control = crate::control::ControlServer::start(&config.data_dir, state.clone());
-    let router = crate::api::router(state, &config.cors.allow_origins);
+    let grpc = crate::grpc::router(state.clone());
+    let router = crate::grpc::dispatch(
+        crate::api::router(state, &config.cors.allow_origins),
+        grpc.clone(),
+    );
     let addr = listener.local_addr()?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), durability = ?config.storage.durability, "tidings listening");
     let signal = token.clone();
@@ -218,6 +230,30 @@ pub async fn run(
     let listener = crate::net::LimitedListener::new(listener, config.limits.max_connections);
     let header_timeout = Duration::from_secs(config.limits.header_read_timeout_secs);
     let served = crate::net::serve(listener, router, header_timeout, token.clone());
+    let grpc_served = match grpc_listener {
+        Some(grpc_listener) => {
+            tracing::info!(addr = %grpc_listener.local_addr()?, "gRPC listening");
+            let grpc_listener =
+                crate::net::LimitedListener::new(grpc_listener, config.limits.max_connections);
+            Some(crate::net::serve(
+                grpc_listener,
+                grpc,
+                header_timeout,
+                token.clone(),
+            ))
+        }
+        None => None,
+    };
+    let served = async move {
+        let grpc = async move {
+            match grpc_served {
+                Some(served) => served.await,
+                None => Ok(()),
+            }
+        };
+        let (http, grpc) = tokio::join!(served, grpc);
+        http.and(grpc)
+    };
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let server = tokio::spawn(served);
     token.cancelled().await;

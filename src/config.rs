@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address the HTTP listener binds (HTTP/1.1 and h2c).
     pub listen: String,
+    /// A second address serving only gRPC (h2c), e.g. `127.0.0.1:50051`;
+    /// gRPC is also served on `listen`, by content type.
+    pub grpc_listen: Option<String>,
     /// Directory holding the sled database.
     pub data_dir: PathBuf,
     pub storage: StorageConfig,
@@ -35,6 +38,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            grpc_listen: None,
             data_dir: PathBuf::from("./data"),
             storage: StorageConfig::default(),
             limits: Limits::default(),
@@ -139,6 +143,9 @@ pub struct Limits {
     pub request_timeout_secs: u64,
     /// Seconds a client may take to send a request's headers.
     pub header_read_timeout_secs: u64,
+    /// Largest gRPC message, in bytes, received or sent (a larger request
+    /// is answered RESOURCE_EXHAUSTED).
+    pub grpc_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -163,6 +170,7 @@ impl Default for Limits {
             requests_burst: 2_000,
             request_timeout_secs: 60,
             header_read_timeout_secs: 10,
+            grpc_message_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -440,6 +448,7 @@ impl Config {
     /// Checks values serde cannot: addresses, ranges, relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.grpc_listen_addr()?;
         let l = &self.limits;
         let positive = [
             ("limits.body_bytes", l.body_bytes),
@@ -448,6 +457,7 @@ impl Config {
             ("limits.poll_max_events", l.poll_max_events),
             ("limits.hub_buffer", l.hub_buffer),
             ("limits.ws_message_bytes", l.ws_message_bytes),
+            ("limits.grpc_message_bytes", l.grpc_message_bytes),
             ("limits.ingest_queue", l.ingest_queue),
             ("limits.max_connections", l.max_connections),
             ("storage.max_group_events", self.storage.max_group_events),
@@ -592,7 +602,28 @@ impl Config {
                  (local users and API tokens only), or auth.allow_anonymous = true to serve everyone on purpose"
             )));
         }
+        if let Some(grpc) = self.grpc_listen_addr()?
+            && !grpc.ip().is_loopback()
+            && !a.configured()
+        {
+            return Err(ConfigError(format!(
+                "grpc_listen {grpc} is reachable from other machines but no authentication is configured: \
+                 set auth.jwt_secret or auth.jwt_public_key, or auth.allow_anonymous"
+            )));
+        }
         Ok(())
+    }
+
+    /// The parsed `grpc_listen` address, if one is set.
+    pub fn grpc_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(listen) = &self.grpc_listen else {
+            return Ok(None);
+        };
+        listen.parse().map(Some).map_err(|_| {
+            ConfigError(format!(
+                "grpc_listen {listen:?} is not an address like 127.0.0.1:50051"
+            ))
+        })
     }
 
     /// The parsed listen address.
@@ -672,6 +703,11 @@ mod tests {
         let file = dir.path().join("t.toml");
         for (text, needle) in [
             ("listen = \"nowhere\"", "listen"),
+            ("grpc_listen = \"nowhere\"", "grpc_listen"),
+            (
+                "[limits]\ngrpc_message_bytes = 0",
+                "limits.grpc_message_bytes",
+            ),
             ("[storage]\ndurability = \"maybe\"", "durability"),
             ("[limits]\nbatch_events = 0", "limits.batch_events"),
             (

@@ -13,6 +13,7 @@
 //! - [`auth`]: who is calling (`Caller`) and the one access check (`Policy`).
 //! - [`limits`]: per-caller rate limits (token buckets by caller key).
 //! - [`api`]: HTTP routes, adapters onto the two paths.
+//! - [`grpc`]: gRPC services (tonic), adapters like `api`; health, reflection, `Error` → `Status`.
 //! - [`net`]: accepting and serving connections (connection limit, header timeout).
 //! - [`app`]: state, listener, shutdown.
 //! - [`control`]: the local control socket (`tidings user|token …`), server and client.
@@ -28,6 +29,7 @@ pub mod control;
 pub mod error;
 pub mod event;
 pub mod generators;
+pub mod grpc;
 pub mod hub;
 pub mod ingest;
 pub mod jobs;
