@@ -104,6 +104,10 @@ pub struct Limits {
     pub event_bytes: usize,
     /// Longest long poll, in seconds (`wait` is capped to it).
     pub long_poll_max_wait_secs: u64,
+    /// How long the telemetry seed's routes long-poll (`longPoll=true`), in
+    /// milliseconds (the seed's `LONG_POLL_TIMEOUT_MS`); at most
+    /// `long_poll_max_wait_secs`.
+    pub long_poll_timeout_ms: u64,
     /// Most events one poll answer carries.
     pub poll_max_events: usize,
     /// Commit groups buffered per hub channel before a slow reader falls back
@@ -155,6 +159,7 @@ impl Default for Limits {
             batch_events: 1000,
             event_bytes: 64 * 1024,
             long_poll_max_wait_secs: 25,
+            long_poll_timeout_ms: 25_000,
             poll_max_events: 1000,
             hub_buffer: 256,
             ws_message_bytes: 64 * 1024,
@@ -242,6 +247,12 @@ pub struct AuthConfig {
     /// Callers without credentials may publish. Unset: only in the
     /// zero-config loopback case.
     pub anonymous_publish: Option<bool>,
+    /// Callers without credentials connecting from a loopback address (and
+    /// not through a proxy: no `Forwarded`/`X-Forwarded-For`/`X-Real-IP`)
+    /// may use the telemetry seed's `/v1/internal/events/*` routes as a
+    /// publisher, as its Spring caller does. `false`: those routes need a
+    /// PUBLISHER or ADMIN token like any other publish.
+    pub internal_loopback_publish: bool,
     /// Lifetime of the JWT (and session cookie) `POST /api/v1/auth/login`
     /// issues, in seconds.
     pub session_ttl_secs: u64,
@@ -270,6 +281,7 @@ impl Default for AuthConfig {
             default_roles: vec!["USER".into()],
             allow_anonymous: None,
             anonymous_publish: None,
+            internal_loopback_publish: true,
             session_ttl_secs: 8 * 3600,
             cookie_secure: false,
             login_attempts_per_minute: 10,
@@ -527,6 +539,15 @@ impl Config {
                 "limits.long_poll_max_wait_secs must be at most 3600".into(),
             ));
         }
+        if l.long_poll_timeout_ms == 0
+            || l.long_poll_timeout_ms > l.long_poll_max_wait_secs.saturating_mul(1000)
+        {
+            return Err(ConfigError(format!(
+                "limits.long_poll_timeout_ms ({}) must be from 1 to limits.long_poll_max_wait_secs * 1000 ({})",
+                l.long_poll_timeout_ms,
+                l.long_poll_max_wait_secs.saturating_mul(1000)
+            )));
+        }
         check_origins("cors.allow_origins", &self.cors.allow_origins)?;
         if self.storage.cache_mb == 0 {
             return Err(ConfigError("storage.cache_mb must be at least 1".into()));
@@ -740,6 +761,10 @@ mod tests {
             (
                 "[limits]\nrequest_timeout_secs = 5",
                 "limits.request_timeout_secs",
+            ),
+            (
+                "[limits]\nlong_poll_timeout_ms = 30000",
+                "limits.long_poll_timeout_ms",
             ),
         ] {
             std::fs::write(&file, text).unwrap();

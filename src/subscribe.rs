@@ -32,6 +32,18 @@ pub struct Viewer {
     /// Streams this reader may see when it reads without naming streams;
     /// `None`: every stream (admins, or streams already checked by name).
     pub gate: Option<StreamGate>,
+    /// Narrows what this reader is shown to one feed (the telemetry seed's
+    /// user and admin feeds); never widens what the rest allows.
+    pub only: Option<Feed>,
+}
+
+/// A feed a reader may narrow itself to ([`Viewer::only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Events addressed to the viewer's own `user_id` (audience `user`).
+    OwnUser,
+    /// Events for admins (audience `admin`).
+    Admin,
 }
 
 impl std::fmt::Debug for Viewer {
@@ -40,6 +52,7 @@ impl std::fmt::Debug for Viewer {
             .field("user_id", &self.user_id)
             .field("admin", &self.admin)
             .field("gated", &self.gate.is_some())
+            .field("only", &self.only)
             .finish()
     }
 }
@@ -49,6 +62,18 @@ impl Viewer {
         if let Some(gate) = &self.gate
             && !gate(stream)
         {
+            return false;
+        }
+        let in_feed = match self.only {
+            None => true,
+            Some(Feed::OwnUser) => {
+                audience == Audience::User
+                    && self.user_id.is_some()
+                    && self.user_id.as_deref() == user_id
+            }
+            Some(Feed::Admin) => audience == Audience::Admin,
+        };
+        if !in_feed {
             return false;
         }
         match audience {

@@ -5,6 +5,7 @@
 
 pub(crate) mod admin;
 mod auth;
+mod compat;
 mod consumers;
 mod cors;
 pub mod error;
@@ -54,6 +55,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(streams::routes())
         .merge(jobs::routes())
         .merge(consumers::routes())
+        .merge(compat::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -144,6 +144,7 @@ impl Auth {
             user_id: caller.subject.clone(),
             admin,
             gate,
+            only: None,
         })
     }
 
