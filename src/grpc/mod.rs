@@ -11,6 +11,8 @@
 //! compiles from every `.proto` under `proto/`.
 
 pub mod event;
+pub mod native;
+pub mod realtime;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,6 +36,14 @@ use crate::limits::Class;
 pub mod pb {
     pub mod event {
         tonic::include_proto!("event");
+    }
+    pub mod realtime {
+        tonic::include_proto!("realtime");
+    }
+    pub mod tidings {
+        pub mod v1 {
+            tonic::include_proto!("tidings.v1");
+        }
     }
 }
 
@@ -60,6 +70,8 @@ pub fn services(state: AppState) -> Routes {
         )),
         max
     ));
+    routes.add_service(sized!(realtime::Realtime::server(state.clone()), max));
+    routes.add_service(sized!(native::Native::server(state.clone()), max));
     routes.routes()
 }
 
