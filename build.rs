@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // The stored event JSON is shared (`bytes::Bytes`), not copied per
+        // subscriber.
+        .bytes(".tidings.v1.Event.json")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

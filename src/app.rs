@@ -41,7 +41,8 @@ pub struct AppState {
     pub started: Instant,
 }
 
-/// Open long-lived connections (SSE, WebSocket, waiting long polls): counted
+/// Open long-lived connections (SSE, WebSocket, waiting long polls, gRPC
+/// subscriptions): counted
 /// per transport for health and `/streams`, and capped in total
 /// (`limits.streaming_connections`) and per client IP
 /// (`limits.streaming_per_ip`). Locking: `per_ip` is held only to count one
@@ -50,7 +51,10 @@ pub struct AppState {
 pub struct Connections(Arc<ConnectionsInner>);
 
 struct ConnectionsInner {
-    by_transport: [AtomicUsize; 3],
+    by_transport: [AtomicUsize; 4],
+    /// WebSockets opened with credentials (the realtime seed's
+    /// `realtime_websocket_connections_authenticated`).
+    authenticated: AtomicUsize,
     /// Open connections per IP; an entry goes when its count reaches 0, so
     /// the map never holds more than `max_total` entries.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -66,12 +70,15 @@ pub enum Transport {
     Sse = 0,
     WebSocket = 1,
     LongPoll = 2,
+    /// gRPC server streams (`tidings.v1.Tidings/Subscribe`).
+    Grpc = 3,
 }
 
 impl Connections {
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
         Self(Arc::new(ConnectionsInner {
             by_transport: Default::default(),
+            authenticated: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             max_total,
             max_per_ip,
@@ -104,7 +111,17 @@ impl Connections {
         }
         *mine += 1;
         inner.by_transport[t as usize].fetch_add(1, Ordering::Relaxed);
-        Ok(ConnectionGuard(self.clone(), t, ip))
+        Ok(ConnectionGuard {
+            connections: self.clone(),
+            transport: t,
+            ip,
+            authenticated: false,
+        })
+    }
+
+    /// Authenticated WebSockets open now.
+    pub fn authenticated(&self) -> usize {
+        self.0.authenticated.load(Ordering::Relaxed)
     }
 
     /// Streaming connections refused by the caps since start.
@@ -127,19 +144,41 @@ impl Connections {
 }
 
 /// One counted connection; dropping it frees its slot.
-pub struct ConnectionGuard(Connections, Transport, IpAddr);
+pub struct ConnectionGuard {
+    connections: Connections,
+    transport: Transport,
+    ip: IpAddr,
+    authenticated: bool,
+}
+
+impl ConnectionGuard {
+    /// Counts the connection as authenticated too, until it drops.
+    pub fn authenticated(mut self) -> Self {
+        if !self.authenticated {
+            self.authenticated = true;
+            self.connections
+                .0
+                .authenticated
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self
+    }
+}
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let inner = &(self.0).0;
+        let inner = &self.connections.0;
         let mut per_ip = inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_ip.get_mut(&self.2) {
+        if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&self.2);
+                per_ip.remove(&self.ip);
             }
         }
-        inner.by_transport[self.1 as usize].fetch_sub(1, Ordering::Relaxed);
+        inner.by_transport[self.transport as usize].fetch_sub(1, Ordering::Relaxed);
+        if self.authenticated {
+            inner.authenticated.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

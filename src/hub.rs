@@ -116,6 +116,17 @@ impl Hub {
     pub fn clients(&self) -> HashMap<String, usize> {
         self.0.clients.lock().expect("hub lock").clone()
     }
+
+    /// Readers of one stream right now (no copy of the map).
+    pub fn clients_of(&self, stream: &str) -> usize {
+        self.0
+            .clients
+            .lock()
+            .expect("hub lock")
+            .get(stream)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// Keeps a reader counted in [`Hub::clients`].

@@ -303,6 +303,8 @@ async fn health_is_serving_and_reflection_lists_the_services() {
     let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     for want in [
         "event.EventService",
+        "realtime.RealtimeService",
+        "tidings.v1.Tidings",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {

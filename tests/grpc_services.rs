@@ -695,3 +695,92 @@ async fn bad_requests_get_precise_codes_never_internal() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn subscriptions_are_capped_counted_and_told_about_gaps() {
+    let server = TestServer::start_with(|c| {
+        c.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
+        c.limits.streaming_per_ip = 1;
+    })
+    .await;
+    let mut client = native(&server).await;
+    let token = admin();
+    // One event that expires at once, then a live one.
+    let expired = client
+        .publish(auth(
+            PublishRequest {
+                ttl: 1,
+                ..event("short", "gone", "{}")
+            },
+            Some(&token),
+        ))
+        .await
+        .expect("Publish")
+        .into_inner();
+    let admin_http = common::client::Api::with_token(&server, &token);
+    wait_until(
+        "the event expired and retention removed it",
+        DEADLINE,
+        || {
+            let admin_http = &admin_http;
+            async move {
+                let (_, report) = admin_http
+                    .post_json("/api/v1/admin/compact", &json!({}))
+                    .await;
+                report["events_removed"].as_u64().is_some_and(|n| n >= 1)
+            }
+        },
+    )
+    .await;
+    let kept = client
+        .publish(auth(event("short", "kept", "{}"), Some(&token)))
+        .await
+        .expect("Publish")
+        .into_inner();
+    let mut stream = client
+        .subscribe(auth(
+            SubscribeRequest {
+                streams: vec!["short".into()],
+                types: vec![],
+                after: "0".into(),
+            },
+            Some(&token),
+        ))
+        .await
+        .expect("Subscribe")
+        .into_inner();
+    match next_item(&mut stream).await {
+        Item::Gap(gap) => assert_eq!(
+            (gap.from.as_str(), gap.to.as_str()),
+            ("1", expired.id.as_str())
+        ),
+        other => panic!("expected a gap notice first, got {other:?}"),
+    }
+    let (id, _, _) = next_event(&mut stream).await;
+    assert_eq!(id, kept.id);
+    // The open subscription is counted, and it is this address's only slot.
+    let (_, health) = admin_http.get_json("/health/detailed").await;
+    assert_eq!(health["connections"]["grpc_streams"], 1, "{health}");
+    let second = client
+        .subscribe(auth(
+            SubscribeRequest {
+                streams: vec!["short".into()],
+                types: vec![],
+                after: String::new(),
+            },
+            Some(&token),
+        ))
+        .await
+        .expect_err("over the per-address cap");
+    assert_eq!(second.code(), Code::ResourceExhausted, "{second:?}");
+    drop(stream);
+    wait_until("the slot is freed", DEADLINE, || {
+        let admin_http = &admin_http;
+        async move {
+            let (_, health) = admin_http.get_json("/health/detailed").await;
+            health["connections"]["grpc_streams"] == 0
+        }
+    })
+    .await;
+    server.stop().await;
+}

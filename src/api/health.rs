@@ -72,6 +72,8 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>
             "sse": c.get(Transport::Sse),
             "websocket": c.get(Transport::WebSocket),
             "long_poll": c.get(Transport::LongPoll),
+            "grpc_streams": c.get(Transport::Grpc),
+            "websocket_authenticated": c.authenticated(),
         },
         "limits": {
             "publish_rejected": state.rate_limits.rejected(Class::Publish),

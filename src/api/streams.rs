@@ -305,7 +305,7 @@ fn existing(state: &AppState, id: &str) -> Result<StreamSettings> {
 }
 
 fn settings_view(state: &AppState, id: &str, s: &StreamSettings) -> Value {
-    let clients = state.hub.clients().get(id).copied().unwrap_or(0);
+    let clients = state.hub.clients_of(id);
     let generator = state.generators.status(id);
     json!({
         "stream_id": id,

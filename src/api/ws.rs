@@ -74,7 +74,10 @@ pub async fn upgrade(
         ));
     }
     // Counted before the upgrade, so a client over a cap gets an HTTP answer.
-    let guard = state.connections.open(Transport::WebSocket, caller.ip)?;
+    let mut guard = state.connections.open(Transport::WebSocket, caller.ip)?;
+    if !caller.is_anonymous() {
+        guard = guard.authenticated();
+    }
     let max = state.limits.ws_message_bytes;
     Ok(ws
         .read_buffer_size(READ_BUFFER)

@@ -16,7 +16,7 @@ use super::pb::tidings::v1::{
     PublishResponse, SubscribeEvent, SubscribeRequest,
 };
 use super::{caller, status};
-use crate::app::AppState;
+use crate::app::{AppState, ConnectionGuard, Transport};
 use crate::auth::Caller;
 use crate::error::{Error, FieldError, Result};
 use crate::event::{EventInput, Now};
@@ -124,9 +124,10 @@ impl Native {
 
     /// The subscription's items as messages, until the client goes away or
     /// the server shuts down.
-    fn follow(&self, mut sub: Subscription) -> EventStream {
+    fn follow(&self, mut sub: Subscription, guard: ConnectionGuard) -> EventStream {
         let shutdown = self.state.shutdown.clone();
         Box::pin(async_stream::stream! {
+            let _guard = guard;
             loop {
                 let items = tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -177,8 +178,14 @@ impl Tidings for Native {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let caller = caller(&self.state, &request, Class::Request)?;
+        // Capped and counted like SSE and WebSocket streams.
+        let guard = self
+            .state
+            .connections
+            .open(Transport::Grpc, caller.ip)
+            .map_err(status)?;
         let sub = self.open(&caller, request.into_inner()).map_err(status)?;
-        Ok(Response::new(self.follow(sub)))
+        Ok(Response::new(self.follow(sub, guard)))
     }
 
     /// # `tidings.v1.Tidings/GetJob`
@@ -257,7 +264,7 @@ fn message(item: Item) -> SubscribeEvent {
             id: e.seq.to_string(),
             stream_id: e.stream.to_string(),
             r#type: e.event_type.to_string(),
-            json: e.json.to_vec(),
+            json: e.json.clone(),
         }),
         Item::Gap { from, to } => WireItem::Gap(Gap {
             from: from.to_string(),

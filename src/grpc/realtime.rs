@@ -67,7 +67,7 @@ impl Realtime {
             .await?
             .pop()
             .ok_or_else(|| Error::Internal("the writer answered no outcome".into()))?;
-        let readers = self.state.hub.clients().get(&stream).copied().unwrap_or(0);
+        let readers = self.state.hub.clients_of(&stream);
         Ok(NotifyResponse {
             success: true,
             message: format!("{event_type} sent to {stream}"),
@@ -201,17 +201,11 @@ impl Realtime {
         self.state.auth.viewer(caller, None)?;
         let websockets = self.state.connections.get(Transport::WebSocket);
         let mut clients = self.state.hub.clients();
-        // Every signed-in WebSocket reads its own `user:<sub>` room.
-        let in_user_rooms: usize = clients
-            .iter()
-            .filter(|(room, _)| room.starts_with("user:"))
-            .map(|(_, n)| n)
-            .sum();
         let policy = self.state.auth.policy();
         clients.retain(|room, _| policy.may_subscribe(caller, room));
         Ok(GetConnectionStatsResponse {
             total_connections: clamp(websockets),
-            authenticated_connections: clamp(in_user_rooms.min(websockets)),
+            authenticated_connections: clamp(self.state.connections.authenticated()),
             rooms: clients.into_iter().map(|(r, n)| (r, clamp(n))).collect(),
             sse_connections: clamp(self.state.connections.get(Transport::Sse)),
             long_poll_connections: clamp(self.state.connections.get(Transport::LongPoll)),
