@@ -102,7 +102,7 @@ async fn health_probes() {
     assert!(store["disk_bytes"].is_u64(), "{d}");
     assert_eq!(
         d["connections"],
-        json!({"sse": 0, "websocket": 0, "long_poll": 0}),
+        json!({"sse": 0, "websocket": 0, "long_poll": 0, "grpc_streams": 0, "websocket_authenticated": 0}),
         "{d}"
     );
 
