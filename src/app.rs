@@ -281,7 +281,10 @@ pub async fn run(
                 token.clone(),
             ))
         }
-        None => None,
+        None => {
+            drop(grpc);
+            None
+        }
     };
     let served = async move {
         let grpc = async move {
@@ -315,6 +318,13 @@ pub async fn run(
     ingest.close().await;
     writer.join().await;
     store.flush().await.context("while flushing the store")?;
+    // Tasks that saw the shutdown may still hold the store for a moment;
+    // return only once the database is really closed (a restart in the same
+    // process would find it locked otherwise).
+    drop((ingest, jobs, generators));
+    if !store.wait_last_handle(grace).await {
+        tracing::warn!("the store is still in use after the grace period");
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

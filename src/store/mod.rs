@@ -158,6 +158,20 @@ impl Store {
         migrate::status(&db)
     }
 
+    /// Waits (at most `within`) until this is the last handle to the store,
+    /// so that dropping it closes the database and releases its lock: a
+    /// background task that saw the shutdown may still be finishing.
+    pub async fn wait_last_handle(&self, within: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + within;
+        while Arc::strong_count(&self.0) > 1 {
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// The single writer. Only the ingest pipeline holds it.
     pub fn writer(&self) -> Writer {
         assert!(
