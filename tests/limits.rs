@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::{Api, BATCH, EVENTS, HEALTH, STREAMS, WAIT, event_json};
 use common::{TestServer, assert_error, wait_until, within};
@@ -319,27 +319,21 @@ async fn oversized_websocket_message_closes_1009() {
     .await;
 }
 
-/// Reads until the server closes the connection; what it sent, and when.
-async fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
-    let started = Instant::now();
+/// Reads until the server closes the connection, which must happen within
+/// `deadline`; what it sent.
+async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> String {
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
-    loop {
-        match within(
-            "server closes",
-            Duration::from_secs(10),
-            stream.read(&mut buf),
-        )
-        .await
-        {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
         }
-    }
-    (
-        String::from_utf8_lossy(&got).into_owned(),
-        started.elapsed(),
-    )
+    };
+    within("the server closes the connection", deadline, read_all).await;
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 #[tokio::test]
@@ -347,9 +341,8 @@ async fn slow_request_heads_are_cut_off() {
     let server = TestServer::start_with(|c| c.limits.header_read_timeout_secs = 1).await;
     // Connects and says nothing.
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
-    let (got, took) = read_until_closed(&mut silent).await;
+    let got = read_until_closed(&mut silent, Duration::from_secs(3)).await;
     assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
-    assert!(took < Duration::from_secs(3), "closed after {took:?}");
     // Trickles a header line every 200 ms: the deadline is for the whole head.
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
@@ -368,7 +361,7 @@ async fn slow_request_heads_are_cut_off() {
         }
     };
     within("slow client cut off", Duration::from_secs(5), trickle).await;
-    let (got, _) = read_until_closed(&mut slow).await;
+    let got = read_until_closed(&mut slow, WAIT).await;
     assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
     // A prompt client on a fresh connection is served, and a stream that
     // outlives the head deadline is not cut: the deadline covers only heads.
@@ -405,10 +398,9 @@ async fn a_request_whose_body_stalls_gets_408() {
         )
         .await
         .unwrap();
-    let (got, took) = read_until_closed(&mut stream).await;
+    let got = read_until_closed(&mut stream, Duration::from_secs(3)).await;
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("\"code\":\"request_timeout\""), "{got}");
-    assert!(took < Duration::from_secs(3), "answered after {took:?}");
     let api = Api::new(&server);
     assert!(api.poll_all("").await.is_empty(), "nothing stored");
 }
