@@ -151,20 +151,8 @@ async fn client(endpoint: &Endpoint, body: &[u8], left: &AtomicU64) -> Tally {
             },
         };
         let sent = Instant::now();
-        match c.post_json("/api/v1/auth/login", body).await {
-            Ok(answer) if answer.status == 200 => {
-                stats::record(&mut tally.latency, sent.elapsed().as_micros() as u64);
-                tally.events += 1;
-                tally.requests += 1;
-            }
-            Ok(answer) => {
-                tally.requests += 1;
-                tally.refused(answer.status, &answer.snippet(300));
-            }
-            Err(e) => {
-                tally.error(format!("request: {e}"));
-                conn = None;
-            }
+        if !tally.count_answer(c.post_json("/api/v1/auth/login", body).await, 200, 1, sent) {
+            conn = None;
         }
     }
     tally

@@ -154,20 +154,8 @@ async fn connection(endpoint: &Endpoint, path: &str, body: &[u8], deadline: Inst
             },
         };
         let sent = Instant::now();
-        match c.post_json(path, body).await {
-            Ok(answer) if answer.status == 201 => {
-                stats::record(&mut tally.latency, sent.elapsed().as_micros() as u64);
-                tally.events += events;
-                tally.requests += 1;
-            }
-            Ok(answer) => {
-                tally.requests += 1;
-                tally.refused(answer.status, &answer.snippet(300));
-            }
-            Err(e) => {
-                tally.error(format!("request: {e}"));
-                conn = None;
-            }
+        if !tally.count_answer(c.post_json(path, body).await, 201, events, sent) {
+            conn = None;
         }
     }
     tally

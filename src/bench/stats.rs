@@ -54,6 +54,35 @@ impl Acks {
         self.error(format!("HTTP {status}: {body}"));
     }
 
+    /// Counts one POST's outcome: status `ok` acknowledges `events` events
+    /// (latency from `sent`), another status is refused. `false` when the
+    /// request itself failed and the connection must be replaced.
+    pub fn count_answer(
+        &mut self,
+        outcome: std::io::Result<super::http::Answer>,
+        ok: u16,
+        events: u64,
+        sent: std::time::Instant,
+    ) -> bool {
+        match outcome {
+            Ok(answer) if answer.status == ok => {
+                record(&mut self.latency, sent.elapsed().as_micros() as u64);
+                self.events += events;
+                self.requests += 1;
+                true
+            }
+            Ok(answer) => {
+                self.requests += 1;
+                self.refused(answer.status, &answer.snippet(300));
+                true
+            }
+            Err(e) => {
+                self.error(format!("request: {e}"));
+                false
+            }
+        }
+    }
+
     /// Adds another connection's counts to these.
     pub fn add(&mut self, other: Acks) {
         self.events += other.events;
