@@ -36,6 +36,8 @@ pub struct AppState {
     pub connections: Connections,
     /// Per-caller request rates (`limits.publish_*`, `limits.requests_*`).
     pub rate_limits: crate::limits::RateLimits,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
     /// Cancelled when the server starts shutting down; every long-lived loop selects on it.
     pub shutdown: CancellationToken,
     pub started: Instant,
@@ -243,6 +245,7 @@ pub async fn run(
             config.limits.streaming_per_ip,
         ),
         rate_limits: crate::limits::RateLimits::new(&config.limits),
+        metrics: crate::metrics::Metrics::new(),
         shutdown: token.clone(),
         started: Instant::now(),
     };

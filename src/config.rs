@@ -20,6 +20,10 @@ pub struct Config {
     /// A second address serving only gRPC (h2c), e.g. `127.0.0.1:50051`;
     /// gRPC is also served on `listen`, by content type.
     pub grpc_listen: Option<String>,
+    /// A second address serving only `GET /metrics`, without authentication
+    /// (bind it on a private interface), e.g. `127.0.0.1:9090`; `/metrics`
+    /// is also served on `listen`.
+    pub metrics_listen: Option<String>,
     /// Directory holding the sled database.
     pub data_dir: PathBuf,
     pub storage: StorageConfig,
@@ -39,6 +43,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             grpc_listen: None,
+            metrics_listen: None,
             data_dir: PathBuf::from("./data"),
             storage: StorageConfig::default(),
             limits: Limits::default(),
@@ -253,6 +258,10 @@ pub struct AuthConfig {
     /// publisher, as its Spring caller does. `false`: those routes need a
     /// PUBLISHER or ADMIN token like any other publish.
     pub internal_loopback_publish: bool,
+    /// Anyone may read `GET /metrics` on `listen`, as Prometheus scrapers of
+    /// the gateway seed expect. `false`: it needs an ADMIN caller (a bearer
+    /// JWT or API token in the scrape config), or use `metrics_listen`.
+    pub metrics_anonymous: bool,
     /// Lifetime of the JWT (and session cookie) `POST /api/v1/auth/login`
     /// issues, in seconds.
     pub session_ttl_secs: u64,
@@ -282,6 +291,7 @@ impl Default for AuthConfig {
             allow_anonymous: None,
             anonymous_publish: None,
             internal_loopback_publish: true,
+            metrics_anonymous: true,
             session_ttl_secs: 8 * 3600,
             cookie_secure: false,
             login_attempts_per_minute: 10,
@@ -461,6 +471,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.grpc_listen_addr()?;
+        self.metrics_listen_addr()?;
         let l = &self.limits;
         let positive = [
             ("limits.body_bytes", l.body_bytes),
@@ -643,6 +654,18 @@ impl Config {
         listen.parse().map(Some).map_err(|_| {
             ConfigError(format!(
                 "grpc_listen {listen:?} is not an address like 127.0.0.1:50051"
+            ))
+        })
+    }
+
+    /// The parsed `metrics_listen` address, if one is set.
+    pub fn metrics_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(listen) = &self.metrics_listen else {
+            return Ok(None);
+        };
+        listen.parse().map(Some).map_err(|_| {
+            ConfigError(format!(
+                "metrics_listen {listen:?} is not an address like 127.0.0.1:9090"
             ))
         })
     }

@@ -34,6 +34,7 @@ pub mod hub;
 pub mod ingest;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod net;
 pub mod store;
 pub mod subscribe;

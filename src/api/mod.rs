@@ -13,6 +13,8 @@ mod events;
 mod health;
 mod jobs;
 mod limits;
+mod metrics;
+mod observe;
 mod poll;
 mod retention;
 mod sse;
@@ -49,6 +51,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
+        .route("/metrics", get(metrics::metrics))
         .merge(auth::routes())
         .merge(admin::routes())
         .merge(retention::routes())
@@ -72,6 +75,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             cors_policy,
             cors::cors,
         ))
+        .layer(from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
 }
 
