@@ -14,7 +14,7 @@ mod health;
 mod jobs;
 mod limits;
 mod metrics;
-mod observe;
+pub mod observe;
 mod poll;
 mod retention;
 mod sse;
