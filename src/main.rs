@@ -1,5 +1,5 @@
-//! The `tidings` command: `serve`, `user …`, `token …`, `migrate`, `compact`,
-//! `bench`, `--version`.
+//! The `tidings` command: `serve`, `config print|check|default`, `user …`,
+//! `token …`, `migrate`, `compact`, `bench`, `--version`.
 //!
 //! `user` and `token` reach a running server through its control socket and
 //! otherwise open the data dir themselves (see `tidings::control`).
@@ -41,6 +41,9 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Configuration: print the effective one, check a file, print the defaults.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Local users: add, list, change a password, remove (server running or not).
     #[command(subcommand)]
     User(UserCommand),
@@ -74,6 +77,55 @@ struct Target {
     /// Data directory (overrides file and environment).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// The effective configuration (defaults < file < environment < flags)
+    /// as TOML, secrets replaced by "REDACTED".
+    Print {
+        /// TOML configuration file.
+        #[arg(long, env = "TIDINGS_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        flags: ServeFlags,
+    },
+    /// Validate a configuration as `serve` would, with the environment;
+    /// exit 0 with one line when it is usable, 2 with what to fix.
+    Check {
+        /// TOML configuration file (wins over --config and TIDINGS_CONFIG).
+        file: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, env = "TIDINGS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
+        #[command(flatten)]
+        flags: ServeFlags,
+    },
+    /// A commented configuration file with every key at its default.
+    Default,
+}
+
+/// `serve`'s flags that override the configuration, for `config print|check`.
+#[derive(Args, Clone)]
+struct ServeFlags {
+    /// Listen address (overrides file and environment).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (overrides file and environment).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServeFlags {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -162,6 +214,7 @@ fn main() -> ExitCode {
             data_dir,
             demo,
         } => serve(config, Overrides { listen, data_dir }, demo),
+        Command::Config(cmd) => config_command(cmd),
         Command::User(cmd) => accounts(Accounts::User(cmd)),
         Command::Token(cmd) => accounts(Accounts::Token(cmd)),
         Command::Migrate { target, status } => migrate(&target, status),
@@ -191,7 +244,8 @@ fn serve(file: Option<PathBuf>, overrides: Overrides, demo: bool) -> ExitCode {
     config.streams.demo |= demo;
     init_tracing(&config);
     for key in unknown {
-        tracing::warn!(key, "unknown configuration key ignored");
+        let hint = suggestion(&key);
+        tracing::warn!(key, "unknown configuration key ignored{hint}");
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(run(config)) {
@@ -313,8 +367,118 @@ fn migrate(target: &Target, status_only: bool) -> ExitCode {
     }
 }
 
+/// `tidings config print|check|default`.
+fn config_command(cmd: ConfigCommand) -> ExitCode {
+    match cmd {
+        ConfigCommand::Default => {
+            print!("{}", config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
+        ConfigCommand::Print { config, flags } => {
+            let (config, unknown) = match config::load(config.as_deref(), &flags.overrides()) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("tidings: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            warn_unknown(&unknown);
+            let (text, redacted) = config::to_toml_redacted(&config);
+            println!("# The effective configuration: defaults < file < environment < flags.");
+            if !redacted.is_empty() {
+                println!("# Redacted (secrets): {}", redacted.join(", "));
+            }
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        ConfigCommand::Check {
+            file,
+            config,
+            strict,
+            flags,
+        } => {
+            let file = file.or(config);
+            let (_, unknown) = match config::load(file.as_deref(), &flags.overrides()) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("tidings: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if strict && !unknown.is_empty() {
+                for key in &unknown {
+                    eprintln!(
+                        "tidings: unknown configuration key {key}: remove it or correct its name{}",
+                        suggestion(key)
+                    );
+                }
+                return ExitCode::from(2);
+            }
+            warn_unknown(&unknown);
+            let what = match &file {
+                Some(f) => format!("{} is valid", f.display()),
+                None => "the configuration (defaults and environment) is valid".into(),
+            };
+            match unknown.len() {
+                0 => println!("OK: {what}"),
+                n => println!("OK: {what} ({n} unknown key(s) ignored)"),
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Unknown keys as warnings on standard error.
+fn warn_unknown(unknown: &[String]) {
+    for key in unknown {
+        eprintln!(
+            "tidings: warning: unknown configuration key {key} ignored{}",
+            suggestion(key)
+        );
+    }
+}
+
+/// `; did you mean storage.durability?` when a known key is one or two
+/// edits away from an unknown one.
+fn suggestion(unknown: &str) -> String {
+    config::keys(&Config::default())
+        .into_iter()
+        .map(|known| (edit_distance(unknown, &known), known))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, known)| format!("; did you mean {known}?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Logs to standard error in `log.format`, filtered by `log.level`; access
+/// lines (`tidings::access`) are switched off by `log.access = false`.
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
+    let mut filter = tracing_subscriber::EnvFilter::new(&config.log.level);
+    if !config.log.access {
+        filter = filter.add_directive(
+            format!("{}=off", tidings::api::observe::ACCESS_TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -397,9 +561,7 @@ fn accounts(cmd: Accounts) -> ExitCode {
         };
         let (config, unknown) = config::load(target.config.as_deref(), &overrides)
             .map_err(|e| Failure::usage(e.to_string()))?;
-        for key in unknown {
-            eprintln!("tidings: warning: unknown configuration key {key} ignored");
-        }
+        warn_unknown(&unknown);
         let rt = tokio::runtime::Runtime::new().map_err(Failure::failed)?;
         rt.block_on(async {
             let admin = Admin::connect(&config).await.map_err(Failure::failed)?;
@@ -708,6 +870,18 @@ mod tests {
             Ok(StreamList(vec!["orders.*".into(), "invoices".into()]))
         );
         assert!(parse_streams("a,,b").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_get_the_nearest_known_one() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(
+            suggestion("storage.durabilty"),
+            "; did you mean storage.durability?"
+        );
+        assert_eq!(suggestion("log.acess"), "; did you mean log.access?");
+        assert_eq!(suggestion("bogus"), "");
     }
 
     #[test]

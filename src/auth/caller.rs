@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 
 use super::{Auth, Pattern, Roles};
+use crate::api::observe::CallerSlot;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 
@@ -103,6 +104,21 @@ impl Caller {
         }
     }
 
+    /// For the access log: `anonymous`, `user:<sub>` (a bearer JWT),
+    /// `session:<user>` (a login token or the session cookie),
+    /// `token:<name>` (an API token), `local:<name>` (the control socket).
+    pub fn log_name(&self) -> String {
+        let subject = self.subject.as_deref().unwrap_or("");
+        match self.via {
+            Via::Anonymous => "anonymous".into(),
+            Via::Jwt => format!("user:{subject}"),
+            Via::Session | Via::Cookie => format!("session:{subject}"),
+            // The subject is already `token:<name>` (see `tokens::Grant::caller`).
+            Via::ApiToken { .. } => subject.to_owned(),
+            Via::Local => format!("local:{subject}"),
+        }
+    }
+
     /// For messages: `user "alice" (USER)`.
     pub fn describe(&self) -> String {
         match &self.subject {
@@ -116,11 +132,17 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller> {
-        if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(caller.clone());
+        let caller = match parts.extensions.get::<Caller>() {
+            Some(caller) => caller.clone(),
+            None => {
+                let caller = state.auth.resolve(parts)?;
+                parts.extensions.insert(caller.clone());
+                caller
+            }
+        };
+        if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+            slot.fill(&caller);
         }
-        let caller = state.auth.resolve(parts)?;
-        parts.extensions.insert(caller.clone());
         Ok(caller)
     }
 }

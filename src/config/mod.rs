@@ -1,10 +1,16 @@
 //! Typed configuration: defaults < TOML file < `TIDINGS_…` environment < flags.
 //!
-//! [`load`] builds one [`Config`]; [`Config::validate`] says what to fix.
-//! Each component receives its own section (`StorageConfig`, `Limits`), never
-//! the whole `Config`.
+//! [`load`] builds one [`Config`]; [`Config::validate`] (in `validate.rs`)
+//! says what to fix; `render.rs` turns a `Config` back into TOML for
+//! `tidings config print` and holds the commented default file
+//! (`default.toml`, [`DEFAULT_TOML`]). Each component receives its own
+//! section (`StorageConfig`, `Limits`), never the whole `Config`.
 
-use std::net::SocketAddr;
+mod render;
+mod validate;
+
+pub use render::{DEFAULT_TOML, REDACTED, env_var, is_secret, keys, to_toml_redacted};
+
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -390,6 +396,10 @@ pub struct LogConfig {
     pub level: String,
     /// `pretty` for people, `json` for log collectors.
     pub format: LogFormat,
+    /// One INFO line per HTTP request (target `tidings::access`: method,
+    /// route, status, latency, caller, peer, redacted path, request id);
+    /// `false` turns them off whatever `level` says.
+    pub access: bool,
 }
 
 impl Default for LogConfig {
@@ -397,6 +407,7 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             format: LogFormat::Pretty,
+            access: true,
         }
     }
 }
@@ -459,342 +470,11 @@ pub fn load(
     Ok((config, unknown))
 }
 
+/// figment's messages, without its profile name in keys
+/// (`default.limits.batch_events` is `limits.batch_events` to an operator).
 fn describe(e: figment::Error) -> String {
     e.into_iter()
-        .map(|e| e.to_string())
+        .map(|e| e.to_string().replace("key \"default.", "key \""))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-impl Config {
-    /// Checks values serde cannot: addresses, ranges, relations between keys.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
-        self.grpc_listen_addr()?;
-        self.metrics_listen_addr()?;
-        let l = &self.limits;
-        let positive = [
-            ("limits.body_bytes", l.body_bytes),
-            ("limits.batch_events", l.batch_events),
-            ("limits.event_bytes", l.event_bytes),
-            ("limits.poll_max_events", l.poll_max_events),
-            ("limits.hub_buffer", l.hub_buffer),
-            ("limits.ws_message_bytes", l.ws_message_bytes),
-            ("limits.grpc_message_bytes", l.grpc_message_bytes),
-            ("limits.ingest_queue", l.ingest_queue),
-            ("limits.max_connections", l.max_connections),
-            ("storage.max_group_events", self.storage.max_group_events),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(ConfigError(format!("{key} must be at least 1")));
-            }
-        }
-        if l.event_bytes > l.body_bytes {
-            return Err(ConfigError(format!(
-                "limits.event_bytes ({}) must not exceed limits.body_bytes ({})",
-                l.event_bytes, l.body_bytes
-            )));
-        }
-        if l.ws_ping_interval_secs == 0 || l.ws_pong_timeout_secs <= l.ws_ping_interval_secs {
-            return Err(ConfigError(format!(
-                "limits.ws_ping_interval_secs ({}) must be at least 1 and below limits.ws_pong_timeout_secs ({})",
-                l.ws_ping_interval_secs, l.ws_pong_timeout_secs
-            )));
-        }
-        if l.request_timeout_secs <= l.long_poll_max_wait_secs {
-            return Err(ConfigError(format!(
-                "limits.request_timeout_secs ({}) must exceed limits.long_poll_max_wait_secs ({})",
-                l.request_timeout_secs, l.long_poll_max_wait_secs
-            )));
-        }
-        for (key, value) in [
-            ("limits.streaming_connections", l.streaming_connections),
-            ("limits.streaming_per_ip", l.streaming_per_ip),
-            (
-                "limits.header_read_timeout_secs",
-                l.header_read_timeout_secs as usize,
-            ),
-        ] {
-            if value == 0 {
-                return Err(ConfigError(format!("{key} must be at least 1")));
-            }
-        }
-        for (key, rate, burst) in [
-            ("publish", l.publish_per_second, l.publish_burst),
-            ("requests", l.requests_per_second, l.requests_burst),
-        ] {
-            if rate > 0 && burst == 0 {
-                return Err(ConfigError(format!(
-                    "limits.{key}_burst must be at least 1 when limits.{key}_per_second is set"
-                )));
-            }
-        }
-        self.validate_auth()?;
-        let r = &self.retention;
-        if r.interval_secs == 0
-            || !(r.rewrite_dead_fraction > 0.0 && r.rewrite_dead_fraction <= 1.0)
-        {
-            return Err(ConfigError(
-                "retention.interval_secs must be at least 1 and retention.rewrite_dead_fraction in (0, 1]"
-                    .into(),
-            ));
-        }
-        if self.jobs.workers == 0 || self.jobs.queue == 0 || self.jobs.ttl_secs == Some(0) {
-            return Err(ConfigError(
-                "jobs.workers, jobs.queue and jobs.ttl_secs must be at least 1".into(),
-            ));
-        }
-        if l.long_poll_max_wait_secs > 3600 {
-            return Err(ConfigError(
-                "limits.long_poll_max_wait_secs must be at most 3600".into(),
-            ));
-        }
-        if l.long_poll_timeout_ms == 0
-            || l.long_poll_timeout_ms > l.long_poll_max_wait_secs.saturating_mul(1000)
-        {
-            return Err(ConfigError(format!(
-                "limits.long_poll_timeout_ms ({}) must be from 1 to limits.long_poll_max_wait_secs * 1000 ({})",
-                l.long_poll_timeout_ms,
-                l.long_poll_max_wait_secs.saturating_mul(1000)
-            )));
-        }
-        check_origins("cors.allow_origins", &self.cors.allow_origins)?;
-        if self.storage.cache_mb == 0 {
-            return Err(ConfigError("storage.cache_mb must be at least 1".into()));
-        }
-        if self.storage.default_ttl_secs == 0 {
-            return Err(ConfigError(
-                "storage.default_ttl_secs must be at least 1".into(),
-            ));
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(ConfigError(format!(
-                "log.level {:?} is not a valid filter; use e.g. \"info\" or \"tidings=debug\"",
-                self.log.level
-            )));
-        }
-        Ok(())
-    }
-
-    fn validate_auth(&self) -> Result<(), ConfigError> {
-        let a = &self.auth;
-        if let Some(secret) = &a.jwt_secret
-            && secret.len() < 32
-        {
-            return Err(ConfigError(format!(
-                "auth.jwt_secret is {} bytes; it must be at least 32 bytes (e.g. `openssl rand -base64 48`)",
-                secret.len()
-            )));
-        }
-        if a.jwt_secret.is_some() && a.jwt_public_key.is_some() {
-            return Err(ConfigError(
-                "set auth.jwt_secret (HS256) or auth.jwt_public_key (RS256/ES256/EdDSA), not both"
-                    .into(),
-            ));
-        }
-        if let Some(alg) = a.jwt_algorithm {
-            let hmac = matches!(
-                alg,
-                JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512
-            );
-            if hmac && a.jwt_public_key.is_some() || !hmac && a.jwt_secret.is_some() {
-                return Err(ConfigError(format!(
-                    "auth.jwt_algorithm {alg:?} does not fit the key: HS* needs auth.jwt_secret, the others auth.jwt_public_key"
-                )));
-            }
-        }
-        if a.session_ttl_secs < 60 {
-            return Err(ConfigError(
-                "auth.session_ttl_secs must be at least 60".into(),
-            ));
-        }
-        if a.login_attempts_per_minute == 0 {
-            return Err(ConfigError(
-                "auth.login_attempts_per_minute must be at least 1".into(),
-            ));
-        }
-        if a.roles_claim.is_empty() {
-            return Err(ConfigError("auth.roles_claim must not be empty".into()));
-        }
-        check_origins("auth.ws_allow_origins", &a.ws_allow_origins)?;
-        for rule in &a.rules {
-            if !crate::event::valid_stream_name(&rule.streams.replace('*', "x")) {
-                return Err(ConfigError(format!(
-                    "auth.rules streams {:?} must be a stream name, `*` matching any characters",
-                    rule.streams
-                )));
-            }
-        }
-        let addr = self.listen_addr()?;
-        if !addr.ip().is_loopback() && !a.configured() {
-            return Err(ConfigError(format!(
-                "listen {addr} is reachable from other machines but no authentication is configured: \
-                 set auth.jwt_secret or auth.jwt_public_key, or set auth.allow_anonymous = false \
-                 (local users and API tokens only), or auth.allow_anonymous = true to serve everyone on purpose"
-            )));
-        }
-        if let Some(grpc) = self.grpc_listen_addr()?
-            && !grpc.ip().is_loopback()
-            && !a.configured()
-        {
-            return Err(ConfigError(format!(
-                "grpc_listen {grpc} is reachable from other machines but no authentication is configured: \
-                 set auth.jwt_secret or auth.jwt_public_key, or auth.allow_anonymous"
-            )));
-        }
-        Ok(())
-    }
-
-    /// The parsed `grpc_listen` address, if one is set.
-    pub fn grpc_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        let Some(listen) = &self.grpc_listen else {
-            return Ok(None);
-        };
-        listen.parse().map(Some).map_err(|_| {
-            ConfigError(format!(
-                "grpc_listen {listen:?} is not an address like 127.0.0.1:50051"
-            ))
-        })
-    }
-
-    /// The parsed `metrics_listen` address, if one is set.
-    pub fn metrics_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        let Some(listen) = &self.metrics_listen else {
-            return Ok(None);
-        };
-        listen.parse().map(Some).map_err(|_| {
-            ConfigError(format!(
-                "metrics_listen {listen:?} is not an address like 127.0.0.1:9090"
-            ))
-        })
-    }
-
-    /// The parsed listen address.
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| {
-            ConfigError(format!(
-                "listen {:?} is not an address like 127.0.0.1:8080",
-                self.listen
-            ))
-        })
-    }
-}
-
-/// Each entry is `"*"` or an origin like `https://app.example`.
-fn check_origins(key: &str, origins: &[String]) -> Result<(), ConfigError> {
-    for origin in origins {
-        let shaped = origin == "*"
-            || ((origin.starts_with("http://") || origin.starts_with("https://"))
-                && !origin.ends_with('/')
-                && origin.bytes().all(|b| b.is_ascii_graphic()));
-        if !shaped {
-            return Err(ConfigError(format!(
-                "{key} entry {origin:?} must be \"*\" or an origin like \"https://app.example\" (no path, no trailing slash)"
-            )));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
-    }
-
-    #[test]
-    fn file_env_and_flags_layer_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:9000\"\nbogus = 1\n[limits]\nbatch_events = 7\n",
-        )
-        .unwrap();
-        let (c, unknown) = load(Some(&file), &Overrides::default()).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:9000");
-        assert_eq!(c.limits.batch_events, 7);
-        assert_eq!(unknown, vec!["bogus".to_string()]);
-        let o = Overrides {
-            listen: Some("127.0.0.1:9001".into()),
-            data_dir: None,
-        };
-        let (c, _) = load(Some(&file), &o).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:9001");
-    }
-
-    #[test]
-    fn exposed_listener_needs_an_auth_decision() {
-        let mut c = Config {
-            listen: "0.0.0.0:8080".into(),
-            ..Config::default()
-        };
-        assert!(c.validate().is_err());
-        c.auth.allow_anonymous = Some(false);
-        c.validate().unwrap();
-        c.auth.allow_anonymous = None;
-        c.auth.jwt_secret = Some("x".repeat(32));
-        c.validate().unwrap();
-    }
-
-    #[test]
-    fn bad_values_say_what_to_fix() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t.toml");
-        for (text, needle) in [
-            ("listen = \"nowhere\"", "listen"),
-            ("grpc_listen = \"nowhere\"", "grpc_listen"),
-            (
-                "[limits]\ngrpc_message_bytes = 0",
-                "limits.grpc_message_bytes",
-            ),
-            ("[storage]\ndurability = \"maybe\"", "durability"),
-            ("[limits]\nbatch_events = 0", "limits.batch_events"),
-            (
-                "[limits]\nws_ping_interval_secs = 60",
-                "limits.ws_pong_timeout_secs",
-            ),
-            ("[limits]\nbody_bytes = \"big\"", "body_bytes"),
-            (
-                "[cors]\nallow_origins = [\"app.example/\"]",
-                "cors.allow_origins",
-            ),
-            ("[auth]\njwt_secret = \"too short\"", "32 bytes"),
-            (
-                "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\njwt_algorithm = \"RS256\"",
-                "auth.jwt_algorithm",
-            ),
-            (
-                "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\njwt_public_key = \"k.pem\"",
-                "not both",
-            ),
-            ("[auth]\njwt_algorithm = \"none\"", "jwt_algorithm"),
-            (
-                "listen = \"0.0.0.0:8080\"",
-                "no authentication is configured",
-            ),
-            (
-                "[[auth.rules]]\nstreams = \"bad name\"\nsubscribe = [\"ADMIN\"]",
-                "auth.rules",
-            ),
-            (
-                "[limits]\nrequest_timeout_secs = 5",
-                "limits.request_timeout_secs",
-            ),
-            (
-                "[limits]\nlong_poll_timeout_ms = 30000",
-                "limits.long_poll_timeout_ms",
-            ),
-        ] {
-            std::fs::write(&file, text).unwrap();
-            let err = load(Some(&file), &Overrides::default())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(needle), "{text:?} gave {err}");
-        }
-    }
 }
