@@ -14,10 +14,11 @@ test: test-deps
 	$(CARGO) test --locked
 
 ## test-deps: what the tests use beyond cargo, installed only when missing:
-## the Python clients of tests/interop (later suites add redis-server, chromium)
-PY_MODULES = requests sseclient-py websockets
+## the Python clients of tests/interop and schemathesis for tests/schemathesis.rs
+## (later suites add redis-server, chromium)
+PY_MODULES = requests sseclient-py websockets schemathesis
 test-deps:
-	@python3 -c "import requests, sseclient, websockets" 2>/dev/null || \
+	@python3 -c "import requests, sseclient, websockets, schemathesis" 2>/dev/null || \
 	  python3 -m pip install --quiet $(PY_MODULES) || \
 	  python3 -m pip install --quiet --break-system-packages $(PY_MODULES)
 

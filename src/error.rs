@@ -7,7 +7,7 @@ use serde::Serialize;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One problem with one field of one event, reported back to the producer.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// Position of the event in a batch; `None` for single events.
     #[serde(skip_serializing_if = "Option::is_none")]

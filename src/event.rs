@@ -86,17 +86,23 @@ impl Audience {
 
 /// What a producer sends (the gateway seed's body plus our fields). Unknown
 /// fields are ignored, as the gateway did.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"type":"order.created","source":"shop","stream_id":"orders","data":{"total":12.5},"key":"order-7"}))]
 pub struct EventInput {
+    /// Default `default`; 1-128 of `A-Z a-z 0-9 . _ : -`.
     pub stream_id: Option<String>,
+    /// Required, not empty.
     #[serde(rename = "type")]
     pub event_type: Option<String>,
     pub source: Option<String>,
     pub subject: Option<String>,
     pub message: Option<String>,
     /// Kept as the producer's JSON text (validated, not rebuilt as a tree).
+    #[schema(value_type = Option<serde_json::Value>)]
     pub data: Option<Box<RawValue>>,
+    /// The recipient, for user-scoped delivery.
     pub user_id: Option<String>,
+    /// `public`, `user` or `admin`; `user` when a `user_id` is given.
     pub audience: Option<String>,
     /// Producer's idempotency key.
     pub key: Option<String>,

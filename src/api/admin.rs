@@ -29,26 +29,39 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/tokens/{id}", delete(revoke_token))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUserBody {
+    /// 1-64 of `A-Z a-z 0-9 . _ @ -`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
+    /// At least 8 characters.
+    #[schema(min_length = 8)]
     password: String,
+    #[schema(value_type = crate::api::docs::schemas::Role)]
     role: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
+    /// At least 8 characters.
+    #[schema(min_length = 8)]
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTokenBody {
+    /// 1-64 of `A-Z a-z 0-9 . _ @ -`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
+    #[schema(value_type = crate::api::docs::schemas::Role)]
     role: String,
+    /// Stream patterns the token is limited to; absent: the role decides.
     streams: Option<Vec<String>>,
+    /// Lifetime in seconds; absent: it never expires.
+    #[schema(minimum = 1)]
     expires_in_secs: Option<u64>,
 }
 
@@ -64,6 +77,16 @@ fn parse_role(role: &str) -> Result<Roles> {
 /// # `GET /api/v1/admin/users`
 ///
 /// `{"users": [{name, role, created, updated}…]}`, by name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/users",
+    tag = "admin",
+    security(("bearer" = []), ("query_token" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Every user, by name", body = crate::api::docs::schemas::UserList),
+        (status = 403, description = "Not an admin", body = crate::api::error::ErrorBody),
+    )
+)]
 async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,6 +98,19 @@ async fn list_users(
 /// # `POST /api/v1/admin/users`
 ///
 /// `{name, password, role}` → 201 and the user; 409 when the name is taken.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users",
+    tag = "admin",
+    request_body(content = NewUserBody, content_type = "application/json"),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_header" = [])),
+    responses(
+        (status = 201, description = "Created", body = crate::api::docs::schemas::User),
+        (status = 400, description = "`invalid_role`, a bad name, a password shorter than 8 characters, `invalid_json`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "The name is taken", body = crate::api::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::api::error::ErrorBody),
+    )
+)]
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -94,6 +130,20 @@ async fn create_user(
 /// # `PATCH /api/v1/admin/users/{name}`
 ///
 /// `{password}` → the user; their sessions end.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/users/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "The user name", pattern = "^[A-Za-z0-9._@-]{1,64}$")),
+    request_body(content = PasswordBody, content_type = "application/json"),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_header" = [])),
+    responses(
+        (status = 200, description = "Changed; the user's sessions end", body = crate::api::docs::schemas::User),
+        (status = 400, description = "A password shorter than 8 characters, `invalid_json`", body = crate::api::error::ErrorBody),
+        (status = 404, description = "No such user", body = crate::api::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::api::error::ErrorBody),
+    )
+)]
 async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,6 +158,18 @@ async fn change_password(
 /// # `DELETE /api/v1/admin/users/{name}`
 ///
 /// Removes the user and ends their sessions: `{"deleted": name}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/users/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "The user name", pattern = "^[A-Za-z0-9._@-]{1,64}$")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_header" = [])),
+    responses(
+        (status = 200, description = "Removed; their sessions end", body = crate::api::docs::schemas::Deleted),
+        (status = 404, description = "No such user", body = crate::api::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::api::error::ErrorBody),
+    )
+)]
 async fn remove_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,6 +183,16 @@ async fn remove_user(
 /// # `GET /api/v1/admin/tokens`
 ///
 /// `{"tokens": [{id, name, role, streams, created, expires_at}…]}`, never a secret.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/tokens",
+    tag = "admin",
+    security(("bearer" = []), ("query_token" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Every API token (never a secret)", body = crate::api::docs::schemas::TokenList),
+        (status = 403, description = "Not an admin", body = crate::api::error::ErrorBody),
+    )
+)]
 async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
@@ -133,6 +205,18 @@ async fn list_tokens(
 ///
 /// `{name, role, streams?, expires_in_secs?}` → 201 with the token's secret,
 /// shown this once (`token`, to send as `Authorization: Bearer …`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/tokens",
+    tag = "admin",
+    request_body(content = NewTokenBody, content_type = "application/json"),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_header" = [])),
+    responses(
+        (status = 201, description = "Created: the secret, shown this once", body = crate::api::docs::schemas::CreatedToken),
+        (status = 400, description = "`invalid_role`, a bad name or stream pattern, `invalid_json`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::api::error::ErrorBody),
+    )
+)]
 async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -152,6 +236,18 @@ async fn create_token(
 /// # `DELETE /api/v1/admin/tokens/{id}`
 ///
 /// Revokes the token at once: `{"revoked": id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/tokens/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The token id")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_header" = [])),
+    responses(
+        (status = 200, description = "Revoked at once", body = crate::api::docs::schemas::Revoked),
+        (status = 404, description = "No such token", body = crate::api::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::api::error::ErrorBody),
+    )
+)]
 async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,

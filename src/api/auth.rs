@@ -41,7 +41,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginBody {
     username: String,
     password: String,
@@ -52,6 +52,19 @@ struct LoginBody {
 /// `{username, password}` → a session token (also set as an `HttpOnly`
 /// cookie) and the CSRF token that cookie-authenticated writes must echo in
 /// `x-csrf-token`. A wrong name and a wrong password get the same 401.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    security(()),
+    request_body(content = LoginBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Logged in", body = super::docs::schemas::LoginAnswer,
+            headers(("Set-Cookie" = String, description = "`tidings_session=…; HttpOnly; SameSite=Strict`"))),
+        (status = 401, description = "Wrong user name or password", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts (with `Retry-After`)", body = super::error::ErrorBody),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     PeerIp(ip): PeerIp,
@@ -92,6 +105,18 @@ async fn login(
 /// Ends the session sent as bearer token or cookie (both, if both are sent)
 /// and clears the cookie. Without a valid session it still answers 200: the
 /// caller is logged out either way.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    description = "Ends the login session sent as bearer token or `tidings_session` cookie (both, \
+        if both are sent) and clears the cookie. Without a valid session it still answers 200.",
+    security(()),
+    responses(
+        (status = 200, description = "Logged out", body = super::docs::schemas::LogoutAnswer,
+            headers(("Set-Cookie" = String, description = "Clears `tidings_session`"))),
+    )
+)]
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let auth = &state.auth;
     for session in [auth.bearer_session(&headers), auth.cookie_session(&headers)]
@@ -113,6 +138,12 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
 ///
 /// Who the credentials sent belong to: `{subject, roles, via}`, plus
 /// `csrf_token` for login sessions. Anonymous callers get `subject: null`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    responses((status = 200, description = "The caller", body = super::docs::schemas::Me))
+)]
 async fn me(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,7 +165,7 @@ async fn me(
     Json(body)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SetupBody {
     token: String,
     username: String,
@@ -146,6 +177,20 @@ struct SetupBody {
 /// `{token, username, password}`: creates the first admin with the one-time
 /// token the server logs at start while no user exists. 409 once users
 /// exist; 401 for a wrong token (attempts are rate-limited like logins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/setup",
+    tag = "auth",
+    security(()),
+    request_body(content = SetupBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The first admin", body = super::docs::schemas::SetupAnswer),
+        (status = 400, description = "A bad user name or a password shorter than 8 characters", body = super::error::ErrorBody),
+        (status = 401, description = "Wrong setup token", body = super::error::ErrorBody),
+        (status = 409, description = "Users exist already", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts", body = super::error::ErrorBody),
+    )
+)]
 async fn setup(
     State(state): State<AppState>,
     PeerIp(ip): PeerIp,

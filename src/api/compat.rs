@@ -67,17 +67,36 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Query of the polling routes (the seed's names).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct SeedPollQuery {
+    /// Only events of this type (`/v1/polling/events` only).
     event_type: Option<String>,
+    /// An id from an earlier answer (absent: from the oldest stored event).
+    #[param(pattern = "^[0-9]{1,20}$")]
     last_event_id: Option<String>,
+    /// `true`: wait up to `limits.long_poll_timeout_ms` for the first event.
+    #[param(value_type = Option<bool>)]
     long_poll: Option<String>,
 }
 
 /// # `GET /v1/polling/events?eventType=T&lastEventId=ID&longPoll=true`
 ///
 /// Events the caller may see, of type `eventType` when given.
+#[utoipa::path(
+    get,
+    path = "/v1/polling/events",
+    operation_id = "telemetry_poll_events",
+    tag = "telemetry",
+    params(SeedPollQuery),
+    responses(
+        (status = 200, description = "At most 100 events; `hasMore` when more are waiting", body = super::docs::schemas::FeedAnswer),
+        (status = 400, description = "`invalid_cursor`, `invalid_query`", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`, or `too_many_connections` (long polls from this address)", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+    )
+)]
 pub async fn poll_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,6 +114,20 @@ pub async fn poll_events(
 ///
 /// Events addressed to the caller's own user (audience `user`, `user_id` =
 /// the token's `sub`), from every stream. 401 without credentials.
+#[utoipa::path(
+    get,
+    path = "/v1/polling/user/events",
+    operation_id = "telemetry_poll_user_events",
+    tag = "telemetry",
+    params(SeedPollQuery),
+    responses(
+        (status = 200, description = "At most 100 events; `hasMore` when more are waiting", body = super::docs::schemas::FeedAnswer),
+        (status = 400, description = "`invalid_cursor`, `invalid_query`", body = super::error::ErrorBody),
+        (status = 401, description = "No credentials: the user feed needs a user", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`, or `too_many_connections` (long polls from this address)", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+    )
+)]
 pub async fn poll_user_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,6 +145,21 @@ pub async fn poll_user_events(
 ///
 /// Admin-audience events from every stream. ADMIN only (401 anonymous, 403
 /// others).
+#[utoipa::path(
+    get,
+    path = "/v1/polling/admin/events",
+    operation_id = "telemetry_poll_admin_events",
+    tag = "telemetry",
+    params(SeedPollQuery),
+    responses(
+        (status = 200, description = "At most 100 events; `hasMore` when more are waiting", body = super::docs::schemas::FeedAnswer),
+        (status = 400, description = "`invalid_cursor`, `invalid_query`", body = super::error::ErrorBody),
+        (status = 401, description = "No credentials", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`, or `too_many_connections` (long polls from this address)", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+    )
+)]
 pub async fn poll_admin_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -281,6 +329,22 @@ fn answer(items: &[Item], after: u64, has_more: bool) -> Response {
 ///
 /// `{eventType, action, entityId, entityType, userId, metadata}` → an event
 /// of type `eventType` on `telemetry`, for `userId` alone when given.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/events/publish",
+    tag = "telemetry",
+    description = "The seed's internal publish route. An anonymous caller on a loopback address, \
+        not behind a proxy, publishes as a PUBLISHER limited to `telemetry` and `orders` \
+        (unless `auth.internal_loopback_publish = false`); anyone else needs a PUBLISHER or ADMIN token.",
+    request_body(content = super::docs::schemas::GenericEventBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored", body = super::docs::schemas::SeedPublished),
+        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`: nothing stored", body = super::error::ErrorBody),
+        (status = 401, description = "An anonymous caller that is not local", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn publish_generic(
     State(state): State<AppState>,
     caller: Caller,
@@ -311,6 +375,22 @@ pub async fn publish_generic(
 ///
 /// `{orderId, userId, newStatus}` → `CUSTOMER_ORDER_STATUS` on `orders`,
 /// for `userId` alone.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/events/order-status-change",
+    tag = "telemetry",
+    description = "The seed's internal publish route. An anonymous caller on a loopback address, \
+        not behind a proxy, publishes as a PUBLISHER limited to `telemetry` and `orders` \
+        (unless `auth.internal_loopback_publish = false`); anyone else needs a PUBLISHER or ADMIN token.",
+    request_body(content = super::docs::schemas::OrderStatusChangeBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored", body = super::docs::schemas::SeedPublished),
+        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`: nothing stored", body = super::error::ErrorBody),
+        (status = 401, description = "An anonymous caller that is not local", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn publish_order_status_change(
     State(state): State<AppState>,
     caller: Caller,
@@ -337,6 +417,22 @@ pub async fn publish_order_status_change(
 ///
 /// `{orderId, customerName, totalAmount}` → `NEW_ORDER` on `orders`, for
 /// admins.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/events/new-order",
+    tag = "telemetry",
+    description = "The seed's internal publish route. An anonymous caller on a loopback address, \
+        not behind a proxy, publishes as a PUBLISHER limited to `telemetry` and `orders` \
+        (unless `auth.internal_loopback_publish = false`); anyone else needs a PUBLISHER or ADMIN token.",
+    request_body(content = super::docs::schemas::NewOrderBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored", body = super::docs::schemas::SeedPublished),
+        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`: nothing stored", body = super::error::ErrorBody),
+        (status = 401, description = "An anonymous caller that is not local", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn publish_new_order(
     State(state): State<AppState>,
     caller: Caller,
@@ -358,6 +454,22 @@ pub async fn publish_new_order(
 ///
 /// `{orderId, updateType, details}` → `ORDER_UPDATE` on `orders`, action
 /// `updateType`, for admins (the body names no user).
+#[utoipa::path(
+    post,
+    path = "/v1/internal/events/order-update",
+    tag = "telemetry",
+    description = "The seed's internal publish route. An anonymous caller on a loopback address, \
+        not behind a proxy, publishes as a PUBLISHER limited to `telemetry` and `orders` \
+        (unless `auth.internal_loopback_publish = false`); anyone else needs a PUBLISHER or ADMIN token.",
+    request_body(content = super::docs::schemas::OrderUpdateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored", body = super::docs::schemas::SeedPublished),
+        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`: nothing stored", body = super::error::ErrorBody),
+        (status = 401, description = "An anonymous caller that is not local", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn publish_order_update(
     State(state): State<AppState>,
     caller: Caller,

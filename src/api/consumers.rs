@@ -34,18 +34,31 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Body of `POST /api/v1/consumers/{name}/ack`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
     /// An event id (string, or a number for lenient clients).
+    #[schema(schema_with = super::docs::schemas::cursor_value)]
     cursor: Value,
-    /// Streams to commit; default: every stream the consumer has a position on.
+    /// Streams to commit (`*`: the all-streams position); default: every
+    /// stream the consumer has a position on.
+    #[schema(min_items = 1, max_items = 64)]
     streams: Option<Vec<String>>,
 }
 
 /// # `GET /api/v1/consumers`
 ///
 /// Admins only: `{"consumers": [{name, streams: [{stream, cursor, lag, lag_capped}…]}…]}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/consumers",
+    tag = "consumers",
+    security(("bearer" = []), ("query_token" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Every consumer", body = super::docs::schemas::ConsumerList),
+        (status = 403, description = "Not an admin", body = super::error::ErrorBody),
+    )
+)]
 async fn list_consumers(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
     state.auth.policy().check_admin(&caller)?;
     let store = state.store.clone();
@@ -65,6 +78,18 @@ async fn list_consumers(State(state): State<AppState>, caller: Caller) -> Result
 ///
 /// `{name, streams: [{stream, cursor, lag, lag_capped}…]}`; needs the right to
 /// read every stream of the consumer; 404 for a consumer with no position.
+#[utoipa::path(
+    get,
+    path = "/api/v1/consumers/{name}",
+    tag = "consumers",
+    params(("name" = String, Path, description = "The consumer: 1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    responses(
+        (status = 200, description = "The consumer", body = super::docs::schemas::Consumer),
+        (status = 400, description = "`invalid_consumer`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not read the consumer's streams", body = super::error::ErrorBody),
+        (status = 404, description = "No consumer with that name", body = super::error::ErrorBody),
+    )
+)]
 async fn show_consumer(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,6 +108,20 @@ async fn show_consumer(
 /// its "all streams" position), flushed before the answer. Backwards is
 /// allowed (a rewind); ahead of the newest event is `invalid_cursor`.
 /// Answers the consumer as `GET` does.
+#[utoipa::path(
+    post,
+    path = "/api/v1/consumers/{name}/ack",
+    tag = "consumers",
+    params(("name" = String, Path, description = "The consumer: 1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    request_body(content = AckBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed (flushed); the consumer", body = super::docs::schemas::Consumer),
+        (status = 400, description = "`invalid_cursor` (not an id, or ahead of the newest event), `invalid_stream`, `invalid_consumer`, `invalid_json`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not read those streams", body = super::error::ErrorBody),
+        (status = 404, description = "No `streams` sent and no consumer with that name", body = super::error::ErrorBody),
+        (status = 503, description = "`shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 async fn ack_consumer(
     State(state): State<AppState>,
     caller: Caller,
@@ -114,6 +153,19 @@ async fn ack_consumer(
 ///
 /// Admins only: removes every position of the consumer, `{"deleted": name}`;
 /// 404 when it has none.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/consumers/{name}",
+    tag = "consumers",
+    params(("name" = String, Path, description = "The consumer: 1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_header" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = super::docs::schemas::Deleted),
+        (status = 400, description = "`invalid_consumer`", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = super::error::ErrorBody),
+        (status = 404, description = "No consumer with that name", body = super::error::ErrorBody),
+    )
+)]
 async fn delete_consumer(
     State(state): State<AppState>,
     caller: Caller,

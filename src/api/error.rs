@@ -88,6 +88,27 @@ impl IntoResponse for Error {
     }
 }
 
+/// The body of every error answer, as [`Error::body`] builds it:
+/// `{"error":{"code","message"}}`. Documentation only (for the OpenAPI
+/// document); the answer itself is built in `body`.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"error":{"code":"invalid_stream","message":"stream name \"a b\" must be 1-128 characters of A-Z a-z 0-9 . _ : -"}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The `error` member of [`ErrorBody`].
+#[derive(utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `invalid_event`, `not_found`, `rate_limited`.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    pub code: String,
+    /// A sentence saying what to fix (generic for 5xx).
+    pub message: String,
+    /// With `invalid_event`: one entry per problem.
+    pub details: Option<Vec<crate::error::FieldError>>,
+}
+
 /// A JSON body parsed with our error shape on failure. Accepts
 /// `application/json`, any `+json` type, or no content type.
 pub struct ApiJson<T>(pub T);

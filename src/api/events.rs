@@ -34,6 +34,29 @@ fn outcome_json(o: &Outcome) -> Value {
 /// Publishes one event (gateway JSON or a CloudEvent). 201 with
 /// `{id, stream_id, timestamp}`; 200 with `"duplicate": true` for a repeated key.
 /// With `?async=true`: validated, then 202 `{job_id, status}` (see `jobs.rs`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/events",
+    tag = "publish",
+    params(super::jobs::PublishQuery),
+    request_body(
+        description = "One event: our JSON, a structured CloudEvent, or a binary CloudEvent \
+            (`ce-*` headers, the body is its `data`)",
+        content(
+            (crate::event::EventInput = "application/json"),
+            (super::docs::schemas::CloudEvent = "application/cloudevents+json"),
+        )
+    ),
+    responses(
+        (status = 201, description = "Stored (on disk)", body = super::docs::schemas::Published),
+        (status = 200, description = "A repeated `key`: the event stored before, `duplicate: true`", body = super::docs::schemas::Published),
+        (status = 202, description = "`async=true`: queued as a job", body = super::docs::schemas::JobAccepted,
+            headers(("Location" = String, description = "`/api/v1/jobs/{job_id}`"))),
+        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`, `invalid_query`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to this stream", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy` (queue full, with `Retry-After`) or `shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn publish_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -62,6 +85,28 @@ pub async fn publish_event(
 ///
 /// `{"events":[…]}` (or a CloudEvents JSON batch): all stored or none.
 /// With `?async=true`: validated, then 202 `{job_id, status}` (see `jobs.rs`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/batch",
+    tag = "publish",
+    params(super::jobs::PublishQuery),
+    request_body(
+        description = "At most `limits.batch_events` events: all are stored or none",
+        content(
+            (super::docs::schemas::BatchBody = "application/json"),
+            (Vec<super::docs::schemas::CloudEvent> = "application/cloudevents-batch+json"),
+        )
+    ),
+    responses(
+        (status = 201, description = "Stored (some or all new)", body = super::docs::schemas::BatchAnswer),
+        (status = 200, description = "Every event was a duplicate", body = super::docs::schemas::BatchAnswer),
+        (status = 202, description = "`async=true`: queued as a job", body = super::docs::schemas::JobAccepted,
+            headers(("Location" = String, description = "`/api/v1/jobs/{job_id}`"))),
+        (status = 400, description = "`invalid_event` with the index of each bad event, `invalid_json`, `invalid_query`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to one of the streams", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn publish_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -106,6 +151,23 @@ pub async fn publish_batch(
 ///
 /// Dry run: the normalised event as it would be stored (without an id), or
 /// the same 400 publishing would give. Stores nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/validate",
+    tag = "publish",
+    request_body(
+        description = "One event, as `POST /api/v1/events` takes it",
+        content(
+            (crate::event::EventInput = "application/json"),
+            (super::docs::schemas::CloudEvent = "application/cloudevents+json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Valid: the event as it would be stored", body = super::docs::schemas::ValidateAnswer),
+        (status = 400, description = "The same 400 publishing would give", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to this stream", body = super::error::ErrorBody),
+    )
+)]
 pub async fn validate_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,6 +192,22 @@ pub async fn validate_event(
 ///
 /// The SSE seed's broadcast: to `stream_id`, or to every existing stream when
 /// it is empty or absent. Replies `{success, message, timestamp}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/broadcast",
+    tag = "publish",
+    request_body(
+        content = crate::event::EventInput,
+        description = "One event; `stream_id` empty or absent: every existing stream (not `_…`, `user:…`, `admin`)",
+        content_type = "application/json"
+    ),
+    responses(
+        (status = 200, description = "Stored on every target stream", body = super::docs::schemas::BroadcastAnswer),
+        (status = 400, description = "`invalid_event`, `invalid_json`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to a target stream", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 pub async fn broadcast_event(
     State(state): State<AppState>,
     caller: Caller,

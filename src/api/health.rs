@@ -11,16 +11,40 @@ use crate::app::{AppState, Transport};
 use crate::limits::Class;
 
 /// # `GET /health`
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The process answers: `{\"status\":\"ok\"}`", body = super::docs::schemas::Health))
+)]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "timestamp": unix_now() }))
 }
 
 /// # `GET /health/live`
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The process answers: `{\"status\":\"alive\"}`", body = super::docs::schemas::Health))
+)]
 pub async fn live() -> Json<Value> {
     Json(json!({ "status": "alive", "timestamp": unix_now() }))
 }
 
 /// # `GET /health/ready` (also `GET /ready`)
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = super::docs::schemas::Readiness),
+        (status = 503, description = "Draining, or the store does not answer", body = super::docs::schemas::Readiness),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (status, reason) = readiness(&state);
     let code = if status == "ready" {
@@ -45,6 +69,16 @@ fn readiness(state: &AppState) -> (&'static str, Option<&'static str>) {
 }
 
 /// # `GET /health/detailed`
+#[utoipa::path(
+    get,
+    path = "/health/detailed",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Every component is fine", body = super::docs::schemas::DetailedHealth),
+        (status = 503, description = "Degraded: draining, or the store does not answer", body = super::docs::schemas::DetailedHealth),
+    )
+)]
 pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (status, reason) = readiness(&state);
     let stats = state.store.stats();

@@ -25,6 +25,16 @@ pub fn routes() -> Router<AppState> {
 /// `{job_id, status, created, updated, expires_at, event_ids, error}`.
 /// 404 `not_found` for an unknown or expired id, and for a job the caller
 /// may not read (its owner, admins, or anyone when it has no owner).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{job_id}",
+    tag = "jobs",
+    params(("job_id" = String, Path, description = "The `job_id` of a 202 answer")),
+    responses(
+        (status = 200, description = "The job", body = super::docs::schemas::Job),
+        (status = 404, description = "`not_found`: unknown, expired, or not the caller's", body = super::error::ErrorBody),
+    )
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -46,9 +56,12 @@ pub async fn get_job(
 }
 
 /// `?async=` of the publish routes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PublishQuery {
+    /// `true` (or `1`): validate, queue as a job and answer 202 at once.
     #[serde(rename = "async")]
+    #[param(value_type = Option<bool>)]
     pub run_async: Option<String>,
 }
 

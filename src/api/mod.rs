@@ -8,6 +8,7 @@ mod auth;
 mod compat;
 mod consumers;
 mod cors;
+mod docs;
 pub mod error;
 mod events;
 mod health;
@@ -59,6 +60,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(jobs::routes())
         .merge(consumers::routes())
         .merge(compat::routes())
+        .merge(docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

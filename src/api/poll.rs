@@ -20,18 +20,28 @@ use crate::error::{Error, Result};
 use crate::subscribe::{Filter, Item, Start, Subscription};
 
 /// Query of `GET /api/v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PollQuery {
+    /// Comma-separated stream names (at most 64); absent: every stream the caller may read.
     streams: Option<String>,
     /// Alias of `streams` for a single stream.
     stream_id: Option<String>,
+    /// Comma-separated event types.
     types: Option<String>,
+    /// A cursor: answer the events after this id (absent: from the oldest).
+    #[param(pattern = "^[0-9]{1,20}$")]
     after: Option<String>,
+    /// Events per answer, 1 to `limits.poll_max_events` (default 100).
+    #[param(value_type = Option<u32>, minimum = 1)]
     limit: Option<String>,
+    /// Seconds to long-poll when nothing is there yet (capped at `limits.long_poll_max_wait_secs`).
+    #[param(value_type = Option<f64>, minimum = 0)]
     wait: Option<String>,
     /// A named consumer: start from its committed position when `after` is absent.
     consumer: Option<String>,
     /// `true`: commit `after` as the consumer's position before reading.
+    #[param(value_type = Option<bool>)]
     ack: Option<String>,
 }
 
@@ -46,6 +56,19 @@ const DEFAULT_LIMIT: usize = 100;
 /// smallest of its positions on the streams read). `ack=true` (with
 /// `consumer`) commits the `after` sent — the previous answer's cursor, so
 /// only what the client received — before reading.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "read",
+    params(PollQuery),
+    responses(
+        (status = 200, description = "The events after the cursor (empty at the end of a long poll)", body = super::docs::schemas::PollAnswer),
+        (status = 400, description = "`invalid_cursor`, `invalid_limit`, `invalid_wait`, `invalid_stream`, `too_many_streams`, `invalid_consumer`, `invalid_ack`, `invalid_query`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not read a stream named", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`, or `too_many_connections` (long polls from this address)", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+    )
+)]
 pub async fn poll_events(
     State(state): State<AppState>,
     caller: Caller,

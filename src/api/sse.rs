@@ -26,10 +26,15 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events taken from a subscription per wake-up.
 const SSE_BATCH: usize = 256;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SseQuery {
+    /// Comma-separated stream names (`/api/v1/sse` only; absent: all).
     streams: Option<String>,
+    /// Comma-separated event types.
     types: Option<String>,
+    /// Replay the events after this id first (`Last-Event-ID` wins).
+    #[param(pattern = "^[0-9]{1,20}$")]
     after: Option<String>,
     /// A named consumer: start from its committed position when neither
     /// `Last-Event-ID` nor `after` says where.
@@ -39,6 +44,23 @@ pub struct SseQuery {
 /// # `GET /api/v1/events/stream/{stream_id}`
 ///
 /// One stream as SSE, in the SSE seed's format.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/stream/{stream_id}",
+    tag = "read",
+    params(
+        ("stream_id" = String, Path, description = "1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$"),
+        SseQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Sent by reconnecting browsers; wins over `after`"),
+    ),
+    responses(
+        (status = 200, description = "`retry: 3000`, then `id:`/`data:` frames (the event JSON), `event: gap` notices and `: keep-alive` comments; never ends on its own", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`invalid_stream`, `invalid_cursor`, `too_many_streams`, `invalid_consumer`, `invalid_query`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not read a stream named", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`, or `too_many_connections` from this address", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+    )
+)]
 pub async fn stream_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,6 +83,19 @@ pub async fn stream_events(
 /// # `GET /api/v1/sse?streams=a,b&types=x,y&after=ID&consumer=NAME`
 ///
 /// Several streams (or all) as one SSE connection, in seq order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sse",
+    tag = "read",
+    params(SseQuery, ("Last-Event-ID" = Option<String>, Header, description = "Sent by reconnecting browsers; wins over `after`")),
+    responses(
+        (status = 200, description = "`retry: 3000`, then `id:`/`data:` frames (the event JSON), `event: gap` notices and `: keep-alive` comments; never ends on its own", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`invalid_stream`, `invalid_cursor`, `too_many_streams`, `invalid_consumer`, `invalid_query`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not read a stream named", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`, or `too_many_connections` from this address", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+    )
+)]
 pub async fn multi_stream_events(
     State(state): State<AppState>,
     caller: Caller,

@@ -54,6 +54,14 @@ pub fn routes() -> Router<AppState> {
 /// `{"success":true,"data":{"<stream>":{"clients","active","generator":{"running","paused"}}},"timestamp"}`.
 /// Lists every stored stream and every stream someone is subscribed to.
 /// Callers see only the streams they may subscribe to.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/streams",
+    tag = "streams",
+    responses(
+        (status = 200, description = "The streams the caller may subscribe to", body = super::docs::schemas::StreamList),
+    )
+)]
 pub async fn list_streams(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
     // Same entry check as reading every stream (401 for anonymous callers
     // when anonymous reading is off).
@@ -108,6 +116,18 @@ fn stream_info(
 /// `{"stream_id","created","description","max_age_secs","max_events","subscribe","publish","clients","generator":{"running","paused","interval_ms"}}`
 /// (unset settings are `null`). Needs the right to subscribe to the
 /// stream; 404 for a stream that does not exist.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{stream_id}",
+    tag = "streams",
+    params(("stream_id" = String, Path, description = "1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    responses(
+        (status = 200, description = "The stream's settings and figures", body = super::docs::schemas::StreamView),
+        (status = 400, description = "`invalid_stream`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not subscribe to the stream", body = super::error::ErrorBody),
+        (status = 404, description = "No such stream", body = super::error::ErrorBody),
+    )
+)]
 async fn get_stream(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,23 +142,35 @@ async fn get_stream(
 /// The body of `PUT /api/v1/streams/{id}`. Fields left out are unset; the
 /// read-only fields of the `GET` answer are accepted and ignored, so a
 /// client may send back what it read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
+    /// At most 1024 characters.
     description: Option<String>,
+    /// Time to live of the stream's events that send no `ttl` (at least 1).
+    #[schema(minimum = 1)]
     max_age_secs: Option<u64>,
+    /// Older events beyond this count are removed by retention (at least 1).
+    #[schema(minimum = 1)]
     max_events: Option<u64>,
+    /// Roles that may subscribe: `ADMIN`, `PUBLISHER`, `USER` (any case).
     subscribe: Option<Vec<String>>,
+    /// Roles that may publish.
     publish: Option<Vec<String>>,
     /// Set by `DELETE` only; refused here with a clear message.
+    #[schema(ignore)]
     deleted_through: Option<IgnoredAny>,
     #[allow(dead_code)]
+    #[schema(ignore)]
     stream_id: Option<IgnoredAny>,
     #[allow(dead_code)]
+    #[schema(ignore)]
     created: Option<IgnoredAny>,
     #[allow(dead_code)]
+    #[schema(ignore)]
     clients: Option<IgnoredAny>,
     #[allow(dead_code)]
+    #[schema(ignore)]
     generator: Option<IgnoredAny>,
 }
 
@@ -149,6 +181,20 @@ struct SettingsBody {
 /// that set no `ttl`), `max_events` (≥ 1), `subscribe` and `publish` (role
 /// lists, `ADMIN`/`PUBLISHER`/`USER` in any case; they take precedence over
 /// `auth.rules` for this stream). Answers like `GET`. Admins only.
+#[utoipa::path(
+    put,
+    path = "/api/v1/streams/{stream_id}",
+    tag = "streams",
+    params(("stream_id" = String, Path, description = "1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    request_body(content = SettingsBody, description = "Every field optional; left out = unset", content_type = "application/json"),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_header" = [])),
+    responses(
+        (status = 201, description = "Created", body = super::docs::schemas::StreamView),
+        (status = 200, description = "Replaced", body = super::docs::schemas::StreamView),
+        (status = 400, description = "`invalid_settings` (every problem listed), `invalid_stream`, `invalid_json`", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = super::error::ErrorBody),
+    )
+)]
 async fn put_stream(
     State(state): State<AppState>,
     caller: Caller,
@@ -182,6 +228,19 @@ async fn put_stream(
 /// its events up to now are no longer read and are removed by retention.
 /// `{"deleted":"<id>"}`; 404 for a stream that does not exist. Publishing
 /// to the stream again (or a `PUT`) brings it back, empty. Admins only.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/streams/{stream_id}",
+    tag = "streams",
+    params(("stream_id" = String, Path, description = "1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_header" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = super::docs::schemas::Deleted),
+        (status = 400, description = "`invalid_stream`", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin", body = super::error::ErrorBody),
+        (status = 404, description = "No such stream", body = super::error::ErrorBody),
+    )
+)]
 async fn delete_stream(
     State(state): State<AppState>,
     caller: Caller,
@@ -206,9 +265,11 @@ async fn delete_stream(
 }
 
 /// `{"interval_ms"?}`, the optional body of `start`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartBody {
+    /// Milliseconds between events: 10 to 86400000 (default: the last one, else 1000).
+    #[schema(minimum = 10, maximum = 86_400_000)]
     interval_ms: Option<u64>,
 }
 
@@ -218,6 +279,19 @@ struct StartBody {
 /// `{"interval_ms": 1000}`. The seed's answer:
 /// `{"success":true,"message":"Stream '<id>' started","timestamp"}`.
 /// Admins and publishers of the stream.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/stream/{stream_id}/start",
+    tag = "streams",
+    params(("stream_id" = String, Path, description = "1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    request_body(content = Option<StartBody>, description = "Optional", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Started", body = super::docs::schemas::SeedReply),
+        (status = 400, description = "`invalid_stream`, `invalid_interval`, `invalid_json`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
+        (status = 503, description = "`shutting_down`", body = super::error::ErrorBody),
+    )
+)]
 async fn start_generator(
     State(state): State<AppState>,
     caller: Caller,
@@ -240,6 +314,18 @@ async fn start_generator(
 /// Stops the stream's generator and removes it (it does not come back at
 /// restart): `{"success":true,"message":"Stream '<id>' stopped and removed","timestamp"}`.
 /// 404 when none runs.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/stream/{stream_id}/stop",
+    tag = "streams",
+    params(("stream_id" = String, Path, description = "1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    responses(
+        (status = 200, description = "Stopped and removed", body = super::docs::schemas::SeedReply),
+        (status = 400, description = "`invalid_stream`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
+        (status = 404, description = "No generator runs on the stream", body = super::error::ErrorBody),
+    )
+)]
 async fn stop_generator(
     State(state): State<AppState>,
     caller: Caller,
@@ -256,6 +342,18 @@ async fn stop_generator(
 /// Pauses the stream's generator; nothing more is published once this
 /// answers: `{"success":true,"message":"Stream '<id>' paused","timestamp"}`.
 /// 404 when none runs.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/stream/{stream_id}/pause",
+    tag = "streams",
+    params(("stream_id" = String, Path, description = "1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    responses(
+        (status = 200, description = "Paused", body = super::docs::schemas::SeedReply),
+        (status = 400, description = "`invalid_stream`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
+        (status = 404, description = "No generator runs on the stream", body = super::error::ErrorBody),
+    )
+)]
 async fn pause_generator(
     State(state): State<AppState>,
     caller: Caller,
@@ -272,6 +370,18 @@ async fn pause_generator(
 /// Resumes a paused generator:
 /// `{"success":true,"message":"Stream '<id>' resumed","timestamp"}`.
 /// 404 when none runs.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/stream/{stream_id}/resume",
+    tag = "streams",
+    params(("stream_id" = String, Path, description = "1-128 of `A-Z a-z 0-9 . _ : -`", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    responses(
+        (status = 200, description = "Resumed", body = super::docs::schemas::SeedReply),
+        (status = 400, description = "`invalid_stream`", body = super::error::ErrorBody),
+        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
+        (status = 404, description = "No generator runs on the stream", body = super::error::ErrorBody),
+    )
+)]
 async fn resume_generator(
     State(state): State<AppState>,
     caller: Caller,

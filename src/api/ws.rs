@@ -54,6 +54,30 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// Credentials: `?token=` (browsers cannot set headers on a WebSocket), a
 /// bearer header, or the session cookie from this server's own pages.
 /// Without credentials only when `auth.allow_anonymous`.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "read",
+    description = "The WebSocket upgrade (RFC 6455). Every message is `{\"type\", \"payload\"}`: \
+        client `system:ping`, `room:join {room, after?, consumer?}`, `room:leave {room}`, \
+        `room:ack {room, consumer, cursor}`; server `system:connected`, `system:pong`, \
+        `room:joined {room, cursor}`, `room:left`, `room:acked`, events \
+        `{type, payload, id, stream_id, timestamp}`, `system:gap`, `system:error {code, message}`. \
+        Close codes 1000, 1001 (shutdown), 1008 (policy), 1009 (too big).",
+    params(
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The handshake key"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the connection is a WebSocket from here on"),
+        (status = 400, description = "`invalid_websocket_handshake`: not a WebSocket handshake", body = super::error::ErrorBody),
+        (status = 401, description = "Credentials are required (or not valid)", body = super::error::ErrorBody),
+        (status = 403, description = "The `Origin` may not open WebSockets here, or may not use the session cookie", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`, or `too_many_connections` from this address", body = super::error::ErrorBody),
+        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+    )
+)]
 pub async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
