@@ -90,7 +90,7 @@ impl Access {
 
     /// The span the request runs in.
     fn span(&self) -> tracing::Span {
-        tracing::info_span!("request", request_id = self.id.to_str().unwrap_or(""))
+        tracing::info_span!("request", request_id = %self.id.to_str().unwrap_or(""))
     }
 }
 
@@ -113,14 +113,14 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     if let Some((caller, path, peer)) = &access.line {
         tracing::info!(
             target: ACCESS_TARGET,
-            request_id = access.id.to_str().unwrap_or(""),
+            request_id = %access.id.to_str().unwrap_or(""),
             method = %method,
-            route,
+            route = %route,
             path = %path,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
-            caller = caller.get().unwrap_or("-"),
-            peer = peer.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+            caller = %caller.get().unwrap_or("-"),
+            peer = %peer.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
             "request"
         );
     }
@@ -147,14 +147,14 @@ pub async fn observe_grpc(mut req: Request, next: Next) -> Response {
             .unwrap_or("0");
         tracing::info!(
             target: ACCESS_TARGET,
-            request_id = access.id.to_str().unwrap_or(""),
+            request_id = %access.id.to_str().unwrap_or(""),
             method = "gRPC",
             route = %path,
             status = res.status().as_u16(),
             grpc_status,
             latency_ms = access.started.elapsed().as_secs_f64() * 1000.0,
-            caller = caller.get().unwrap_or("-"),
-            peer = peer.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+            caller = %caller.get().unwrap_or("-"),
+            peer = %peer.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
             "request"
         );
     }

@@ -288,6 +288,23 @@ mod tests {
     }
 
     #[test]
+    fn log_names() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let named = |subject: &str, via: Via| Caller {
+            subject: Some(subject.into()),
+            via,
+            ..Caller::anonymous(ip)
+        };
+        assert_eq!(Caller::anonymous(ip).log_name(), "anonymous");
+        assert_eq!(named("42", Via::Jwt).log_name(), "user:42");
+        assert_eq!(named("alice", Via::Session).log_name(), "session:alice");
+        assert_eq!(named("alice", Via::Cookie).log_name(), "session:alice");
+        let token = named("token:billing", Via::ApiToken { id: "a1".into() });
+        assert_eq!(token.log_name(), "token:billing");
+        assert_eq!(Caller::local().log_name(), "local:local-admin");
+    }
+
+    #[test]
     fn query_tokens() {
         assert_eq!(
             query_token(Some("a=1&token=x%2By")).unwrap(),
