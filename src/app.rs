@@ -200,12 +200,22 @@ pub async fn run(
         ),
         None => None,
     };
+    let metrics_listener = match config.metrics_listen_addr()? {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("while binding metrics_listen {addr}"))?,
+        ),
+        None => None,
+    };
     let store =
         Store::open(&config.data_dir, &config.storage).context("while opening the store")?;
     let hub = Hub::new(config.limits.hub_buffer);
+    let metrics = crate::metrics::Metrics::new();
     let ingest_cfg = IngestConfig::new(&config.storage, &config.limits, &config.streams);
-    let (ingest, writer) = Ingest::start(store.clone(), hub.clone(), ingest_cfg)
-        .context("while starting the writer")?;
+    let (ingest, writer) =
+        Ingest::start_observed(store.clone(), hub.clone(), ingest_cfg, metrics.clone())
+            .context("while starting the writer")?;
     let loopback = listener.local_addr()?.ip().is_loopback();
     let auth =
         Auth::new(&config.auth, store.clone(), loopback).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -245,7 +255,7 @@ pub async fn run(
             config.limits.streaming_per_ip,
         ),
         rate_limits: crate::limits::RateLimits::new(&config.limits),
-        metrics: crate::metrics::Metrics::new(),
+        metrics: metrics.clone(),
         shutdown: token.clone(),
         started: Instant::now(),
     };
@@ -256,6 +266,15 @@ pub async fn run(
         token.clone(),
     ));
     let control = crate::control::ControlServer::start(&config.data_dir, state.clone());
+    let mut sources = crate::metrics::Sources {
+        connections: state.connections.clone(),
+        store: store.clone(),
+        hub: state.hub.clone(),
+        jobs: jobs.clone(),
+        rate_limits: state.rate_limits.clone(),
+        auth: state.auth.clone(),
+        listeners: Vec::new(),
+    };
     let grpc = crate::grpc::router(state.clone());
     let router = crate::grpc::dispatch(
         crate::api::router(state, &config.cors.allow_origins),
@@ -269,35 +288,36 @@ pub async fn run(
         tracing::info!("shutting down: closing streams, draining requests");
         signal.cancel();
     });
-    let listener = crate::net::LimitedListener::new(listener, config.limits.max_connections);
+    let max_connections = config.limits.max_connections;
     let header_timeout = Duration::from_secs(config.limits.header_read_timeout_secs);
-    let served = crate::net::serve(listener, router, header_timeout, token.clone());
-    let grpc_served = match grpc_listener {
+    let mut served: Vec<futures_util::future::BoxFuture<'static, std::io::Result<()>>> = Vec::new();
+    let mut serve = |listener: TcpListener, router: axum::Router| {
+        let listener = crate::net::LimitedListener::new(listener, max_connections);
+        sources.listeners.push(listener.open_connections());
+        served.push(Box::pin(crate::net::serve(
+            listener,
+            router,
+            header_timeout,
+            token.clone(),
+        )));
+    };
+    serve(listener, router);
+    match grpc_listener {
         Some(grpc_listener) => {
             tracing::info!(addr = %grpc_listener.local_addr()?, "gRPC listening");
-            let grpc_listener =
-                crate::net::LimitedListener::new(grpc_listener, config.limits.max_connections);
-            Some(crate::net::serve(
-                grpc_listener,
-                grpc,
-                header_timeout,
-                token.clone(),
-            ))
+            serve(grpc_listener, grpc);
         }
-        None => {
-            drop(grpc);
-            None
-        }
-    };
+        None => drop(grpc),
+    }
+    if let Some(metrics_listener) = metrics_listener {
+        tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+        serve(metrics_listener, metrics_router(metrics.clone()));
+    }
+    // Detached (dropped) before the store is waited for: see `Attached`.
+    let attached = metrics.attach(sources);
     let served = async move {
-        let grpc = async move {
-            match grpc_served {
-                Some(served) => served.await,
-                None => Ok(()),
-            }
-        };
-        let (http, grpc) = tokio::join!(served, grpc);
-        http.and(grpc)
+        let results = futures_util::future::join_all(served).await;
+        results.into_iter().collect::<std::io::Result<()>>()
     };
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let server = tokio::spawn(served);
@@ -324,12 +344,36 @@ pub async fn run(
     // Tasks that saw the shutdown may still hold the store for a moment;
     // return only once the database is really closed (a restart in the same
     // process would find it locked otherwise).
-    drop((ingest, jobs, generators));
+    drop((ingest, jobs, generators, attached));
     if !store.wait_last_handle(grace).await {
         tracing::warn!("the store is still in use after the grace period");
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The `metrics_listen` router: `GET /metrics` without authentication (the
+/// address is meant for a private interface), a JSON 404 for anything else.
+fn metrics_router(metrics: crate::metrics::Metrics) -> axum::Router {
+    use axum::http::{Uri, header};
+    let scrape = move || {
+        let metrics = metrics.clone();
+        async move {
+            (
+                [(header::CONTENT_TYPE, crate::metrics::OPENMETRICS)],
+                metrics.encode(),
+            )
+        }
+    };
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .fallback(|uri: Uri| async move {
+            Error::NotFound(format!(
+                "this address (metrics_listen) serves only GET /metrics, not {}",
+                uri.path()
+            ))
+        })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
 }
 
 fn retention_options(config: &Config) -> crate::store::retention::Options {

@@ -10,9 +10,11 @@
 //! it is never dropped.
 //!
 //! Locking: `streams` is a std `RwLock` held for map lookups only, never across
-//! `.await`. `clients` counts subscriptions per stream for `/streams`.
+//! `.await`. `clients` counts subscriptions per stream for `/streams`. The
+//! figures for `/metrics` and `/health/detailed` ([`HubStats`]) are atomics.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
@@ -31,6 +33,23 @@ struct Inner {
     firehose: broadcast::Sender<Batch>,
     streams: RwLock<HashMap<Box<str>, broadcast::Sender<Batch>>>,
     clients: Mutex<HashMap<String, usize>>,
+    /// Open subscriptions, whatever they read (readers of every stream
+    /// are in no `clients` entry).
+    subscribers: AtomicUsize,
+    /// Times a reader lagged behind its channel and went back to the store.
+    lag_events: AtomicU64,
+    /// Store reads by catching-up subscriptions, and the events they returned.
+    catch_up_reads: AtomicU64,
+    catch_up_events: AtomicU64,
+}
+
+/// Figures of the fan-out since start, for `/metrics` and `/health/detailed`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubStats {
+    pub subscribers: usize,
+    pub lag_events: u64,
+    pub catch_up_reads: u64,
+    pub catch_up_events: u64,
 }
 
 impl Hub {
@@ -42,6 +61,10 @@ impl Hub {
             firehose,
             streams: RwLock::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            subscribers: AtomicUsize::new(0),
+            lag_events: AtomicU64::new(0),
+            catch_up_reads: AtomicU64::new(0),
+            catch_up_events: AtomicU64::new(0),
         }))
     }
 
@@ -106,6 +129,7 @@ impl Hub {
         for s in streams {
             *clients.entry(s.clone()).or_default() += 1;
         }
+        self.0.subscribers.fetch_add(1, Ordering::Relaxed);
         ClientGuard {
             hub: self.clone(),
             streams: streams.to_vec(),
@@ -115,6 +139,31 @@ impl Hub {
     /// Readers per stream right now.
     pub fn clients(&self) -> HashMap<String, usize> {
         self.0.clients.lock().expect("hub lock").clone()
+    }
+
+    /// A subscription fell behind its channel's buffer (it catches up
+    /// from the store).
+    pub fn note_lag(&self) {
+        self.0.lag_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A subscription read `events` events from the store to catch up.
+    pub fn note_catch_up(&self, events: usize) {
+        self.0.catch_up_reads.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .catch_up_events
+            .fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// Readers, lag events and catch-ups so far.
+    pub fn stats(&self) -> HubStats {
+        let i = &self.0;
+        HubStats {
+            subscribers: i.subscribers.load(Ordering::Relaxed),
+            lag_events: i.lag_events.load(Ordering::Relaxed),
+            catch_up_reads: i.catch_up_reads.load(Ordering::Relaxed),
+            catch_up_events: i.catch_up_events.load(Ordering::Relaxed),
+        }
     }
 
     /// Readers of one stream right now (no copy of the map).
@@ -137,6 +186,7 @@ pub struct ClientGuard {
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
+        self.hub.0.subscribers.fetch_sub(1, Ordering::Relaxed);
         let mut clients = self.hub.0.clients.lock().expect("hub lock");
         for s in &self.streams {
             if let Some(n) = clients.get_mut(s) {

@@ -11,8 +11,14 @@
 //! segment with one flush: the group commit. The queue in front of it is
 //! bounded (`limits.ingest_queue`), so producers feel back-pressure instead of
 //! growing memory.
+//!
+//! Metrics: `events_ingested_total{type,source}` is counted here once the
+//! events are acknowledged (labels resolved at validation, so counting is
+//! one add per run of equal labels); refusals under their error code; the
+//! writer records each group commit's size and flush time.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +27,7 @@ use crate::config::{Durability, Limits, StorageConfig, StreamsConfig};
 use crate::error::{Error, FieldError, Result};
 use crate::event::{EventInput, EventRules, NewEvent, Now};
 use crate::hub::Hub;
+use crate::metrics::{EventLabels, Metrics};
 use crate::store::retention::{self, PassReport};
 use crate::store::{Outcome, Store, Writer};
 
@@ -57,6 +64,8 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     cfg: IngestConfig,
     store: Store,
+    /// Ingested and refused events, group commits (see the module doc).
+    metrics: Metrics,
 }
 
 /// The writer's answer; the events come back so that their buffers are freed
@@ -83,26 +92,48 @@ impl WriterHandle {
 
 impl Ingest {
     /// Starts the writer thread; it owns the store's single [`Writer`].
+    /// Its metrics go to a registry of its own (see [`Ingest::start_observed`]).
     pub fn start(
         store: Store,
         hub: Hub,
         cfg: IngestConfig,
     ) -> std::io::Result<(Ingest, WriterHandle)> {
+        Self::start_observed(store, hub, cfg, Metrics::new())
+    }
+
+    /// [`Ingest::start`] recording into the server's `metrics`.
+    pub fn start_observed(
+        store: Store,
+        hub: Hub,
+        cfg: IngestConfig,
+        metrics: Metrics,
+    ) -> std::io::Result<(Ingest, WriterHandle)> {
         let (tx, rx) = mpsc::channel(cfg.queue);
         let writer = store.writer();
         let max_group = cfg.max_group_events;
+        let observed = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("tidings-writer".into())
-            .spawn(move || write_loop(writer, rx, hub, max_group))?;
+            .spawn(move || write_loop(writer, rx, hub, max_group, observed))?;
         Ok((
-            Ingest(Arc::new(Inner { tx, cfg, store })),
+            Ingest(Arc::new(Inner {
+                tx,
+                cfg,
+                store,
+                metrics,
+            })),
             WriterHandle(thread),
         ))
     }
 
+    /// The metrics this write path records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
     /// Validates and normalises one event without storing it.
     pub fn prepare(&self, input: EventInput, now: Now) -> Result<NewEvent> {
-        self.prepare_all(vec![input], now)
+        self.prepare_all(vec![input], now, None)
             .map(|mut v| v.remove(0))
             .map_err(|e| match e {
                 Error::InvalidEvent { details, .. } => Error::invalid(
@@ -115,7 +146,15 @@ impl Ingest {
             })
     }
 
-    fn prepare_all(&self, inputs: Vec<EventInput>, now: Now) -> Result<Vec<NewEvent>> {
+    /// Validates and normalises every input; with `labels`, also resolves
+    /// each event's `events_ingested_total` labels (the source before
+    /// `normalize` consumes the input).
+    fn prepare_all(
+        &self,
+        inputs: Vec<EventInput>,
+        now: Now,
+        mut labels: Option<&mut Vec<EventLabels>>,
+    ) -> Result<Vec<NewEvent>> {
         if inputs.len() > self.0.cfg.max_batch {
             return Err(Error::bad_request(
                 "batch_too_large",
@@ -130,6 +169,13 @@ impl Ingest {
         let mut errors = Vec::new();
         for (index, input) in inputs.into_iter().enumerate() {
             let own_ttl = input.ttl.is_some();
+            let label = labels.as_ref().map(|_| {
+                let m = &self.0.metrics;
+                m.event_labels(
+                    input.event_type.as_deref().unwrap_or(""),
+                    input.source.as_deref(),
+                )
+            });
             match input.normalize(self.0.cfg.rules, now) {
                 // The server's own `_…` streams (e.g. `_jobs`) always exist.
                 Ok(ev)
@@ -155,6 +201,9 @@ impl Ingest {
                     if !own_ttl && let Some(age) = self.0.store.stream_max_age(&ev.stream) {
                         ev.expires_at = (ev.timestamp.max(0) as u64).saturating_add(age);
                     }
+                    if let (Some(labels), Some(label)) = (labels.as_mut(), label) {
+                        labels.push(label);
+                    }
                     events.push(ev)
                 }
                 Err(errs) => errors.extend(errs.into_iter().map(|e| FieldError {
@@ -173,20 +222,54 @@ impl Ingest {
     /// THE write path: validates every input, then stores all of them
     /// atomically or none, and answers once they are durable.
     pub async fn ingest(&self, inputs: Vec<EventInput>) -> Result<Vec<Outcome>> {
+        let n = inputs.len();
+        let result = self.ingest_counted(inputs).await;
+        if let Err(e) = &result {
+            self.0.metrics.ingest_failed(e, n);
+        }
+        result
+    }
+
+    async fn ingest_counted(&self, inputs: Vec<EventInput>) -> Result<Vec<Outcome>> {
         if inputs.is_empty() {
             return Err(Error::bad_request("empty_batch", "the batch has no events"));
         }
-        let events = self.prepare_all(inputs, Now::system())?;
-        self.submit(events).await
+        let mut labels = Vec::with_capacity(inputs.len());
+        let events = self.prepare_all(inputs, Now::system(), Some(&mut labels))?;
+        let outcomes = self.submit(events).await?;
+        self.count_stored(&labels, &outcomes);
+        Ok(outcomes)
     }
 
     /// The write path for one event: errors carry no batch index.
     pub async fn ingest_one(&self, input: EventInput) -> Result<Outcome> {
-        let event = self.prepare(input, Now::system())?;
-        let mut outcomes = self.submit(vec![event]).await?;
-        outcomes
-            .pop()
-            .ok_or_else(|| Error::Internal("the writer answered no outcome".into()))
+        let labels = [self.0.metrics.event_labels(
+            input.event_type.as_deref().unwrap_or(""),
+            input.source.as_deref(),
+        )];
+        let result = async {
+            let event = self.prepare(input, Now::system())?;
+            self.submit(vec![event])
+                .await?
+                .pop()
+                .ok_or_else(|| Error::Internal("the writer answered no outcome".into()))
+        }
+        .await;
+        match &result {
+            Ok(outcome) => self.count_stored(&labels, std::slice::from_ref(outcome)),
+            Err(e) => self.0.metrics.ingest_failed(e, 1),
+        }
+        result
+    }
+
+    /// `events_ingested_total`: the events stored (not the repeated keys).
+    fn count_stored(&self, labels: &[EventLabels], outcomes: &[Outcome]) {
+        let stored = labels
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, o)| !o.duplicate)
+            .map(|(l, _)| l);
+        self.0.metrics.ingested(stored);
     }
 
     /// Stores already-normalised events (all or none).
@@ -259,7 +342,13 @@ impl Ingest {
 }
 
 /// The writer thread: group commit until stopped.
-fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Msg>, hub: Hub, max_group: usize) {
+fn write_loop(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<Msg>,
+    hub: Hub,
+    max_group: usize,
+    metrics: Metrics,
+) {
     let sync = writer.store().durability() == Durability::Sync;
     let mut stopping = false;
     while !stopping {
@@ -284,7 +373,7 @@ fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Msg>, hub: Hub, max_gro
             }
         }
         if !group.is_empty() {
-            commit(&mut writer, &hub, group, sync);
+            commit(&mut writer, &hub, group, sync, &metrics);
         }
         if let Some(job) = job {
             job(&mut writer);
@@ -304,16 +393,20 @@ fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Msg>, hub: Hub, max_gro
 
 type Request = (Vec<NewEvent>, oneshot::Sender<Answer>);
 
-fn commit(writer: &mut Writer, hub: &Hub, group: Vec<Request>, sync: bool) {
+fn commit(writer: &mut Writer, hub: &Hub, group: Vec<Request>, sync: bool, metrics: &Metrics) {
     let (events, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+    let mut flush = None;
     let result = writer.write_group(&events).and_then(|c| {
         if sync {
+            let started = Instant::now();
             writer.store().flush_blocking()?;
+            flush = Some(started.elapsed());
         }
         Ok(c)
     });
     match result {
         Ok(committed) => {
+            metrics.group_committed(events.iter().map(Vec::len).sum(), flush);
             writer.publish_visible();
             // Durable and visible: acknowledge first, so producers are not
             // queued behind the wake-ups of every subscriber.

@@ -20,6 +20,7 @@
 //! Finished jobs expire `jobs.ttl_secs` (default: `storage.default_ttl_secs`)
 //! after they were created; a sweep deletes them in bounded passes.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,29 @@ struct Inner {
     ttl_secs: u64,
     /// The workers, taken once by [`Jobs::stop`]. Locked only to push or take.
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// How many workers were started.
+    worker_count: usize,
+    /// Figures since start for `/metrics` and `/health/detailed`: jobs
+    /// accepted, running now, and finished by status.
+    submitted: AtomicU64,
+    processing: AtomicUsize,
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Jobs by status, for `/metrics` and `/health/detailed`. `queued` and
+/// `processing` are now; the others count since start.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct JobStats {
+    /// Jobs waiting in the queue for a worker (its depth).
+    pub queued: usize,
+    /// The queue's capacity (`jobs.queue`).
+    pub queue_capacity: usize,
+    pub processing: usize,
+    pub workers: usize,
+    pub submitted: u64,
+    pub done: u64,
+    pub failed: u64,
 }
 
 impl Jobs {
@@ -79,6 +103,11 @@ impl Jobs {
             tx: tx.clone(),
             ttl_secs,
             workers: Mutex::new(Vec::new()),
+            worker_count: cfg.workers.max(1),
+            submitted: AtomicU64::new(0),
+            processing: AtomicUsize::new(0),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let workers = (0..cfg.workers.max(1))
@@ -102,7 +131,10 @@ impl Jobs {
         owner: Option<String>,
         mut inputs: Vec<EventInput>,
     ) -> Result<String> {
-        self.validate(&inputs)?;
+        if let Err(e) = self.validate(&inputs) {
+            self.0.ingest.metrics().ingest_failed(&e, inputs.len());
+            return Err(e);
+        }
         let permit = self.0.tx.try_reserve().map_err(|e| match e {
             TrySendError::Full(()) => Error::Busy(format!(
                 "{} jobs are waiting for a worker, the limit (jobs.queue); retry later",
@@ -136,7 +168,22 @@ impl Jobs {
         // Announced before a worker can see it, so `queued` comes first.
         let _ = self.announce(&job).await;
         permit.send(id.clone());
+        self.0.submitted.fetch_add(1, Ordering::Relaxed);
         Ok(id)
+    }
+
+    /// Queue depth, running jobs and totals since start.
+    pub fn stats(&self) -> JobStats {
+        let i = &self.0;
+        JobStats {
+            queued: i.tx.max_capacity().saturating_sub(i.tx.capacity()),
+            queue_capacity: i.tx.max_capacity(),
+            processing: i.processing.load(Ordering::Relaxed),
+            workers: i.worker_count,
+            submitted: i.submitted.load(Ordering::Relaxed),
+            done: i.done.load(Ordering::Relaxed),
+            failed: i.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// The job `id`, unless it does not exist or has expired.
@@ -232,7 +279,10 @@ impl Jobs {
         }
         self.save(id, &job)?;
         let payload = std::mem::take(&mut job.payload);
-        let (status, event_ids, error) = match self.0.ingest.ingest(payload).await {
+        self.0.processing.fetch_add(1, Ordering::Relaxed);
+        let result = self.0.ingest.ingest(payload).await;
+        self.0.processing.fetch_sub(1, Ordering::Relaxed);
+        let (status, event_ids, error) = match result {
             Ok(outcomes) => (
                 JobStatus::Done,
                 outcomes.iter().map(|o| o.seq.to_string()).collect(),
@@ -242,6 +292,12 @@ impl Jobs {
             Err(Error::ShuttingDown) => return Ok(()),
             Err(e) => (JobStatus::Failed, Vec::new(), Some(failure_message(&e))),
         };
+        let finished = if status == JobStatus::Done {
+            &self.0.done
+        } else {
+            &self.0.failed
+        };
+        finished.fetch_add(1, Ordering::Relaxed);
         job.status = status;
         job.updated = Now::system().secs();
         job.event_ids = event_ids;

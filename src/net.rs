@@ -105,6 +105,29 @@ impl LimitedListener {
             max,
         }
     }
+
+    /// A handle that reads how many connections are open now
+    /// (`http_active_connections`), from the permits handed out.
+    pub fn open_connections(&self) -> OpenConnections {
+        OpenConnections {
+            permits: self.permits.clone(),
+            max: self.max,
+        }
+    }
+}
+
+/// Reads a [`LimitedListener`]'s open connections; cheap to clone.
+#[derive(Clone)]
+pub struct OpenConnections {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl OpenConnections {
+    /// Connections accepted and not yet closed.
+    pub fn get(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
 }
 
 /// An accepted connection; its slot is freed when it is dropped.

@@ -9,13 +9,20 @@
 //! NOT_SERVING while it drains or the store does not answer) and server
 //! reflection (v1 and v1alpha) from [`FILE_DESCRIPTOR_SET`], which `build.rs`
 //! compiles from every `.proto` under `proto/`.
+//!
+//! Every call is counted in `realtime_grpc_requests_total{method,code}` and
+//! timed in `realtime_grpc_request_duration_seconds{method}` ([`observe`]):
+//! `method` is `package.Service/Method` from the served descriptors
+//! (anything else is `unknown`, so the label stays bounded).
 
 pub mod event;
 pub mod native;
 pub mod realtime;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
@@ -78,6 +85,7 @@ pub fn services(state: AppState) -> Routes {
 /// All of gRPC as one router: [`services`], health, reflection. Starts the
 /// task that keeps health in step with readiness until shutdown.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(follow_readiness(state.clone(), reporter));
     let reflection = || {
@@ -94,10 +102,108 @@ pub fn router(state: AppState) -> Router {
         Ok(v1alpha) => routes = routes.add_service(v1alpha),
         Err(e) => tracing::error!(error = %e, "gRPC reflection v1alpha not served"),
     }
+    let methods = Arc::new(Methods::served());
+    // The realtime seed's methods are listed from the start, at 0.
+    for (path, method) in &methods.by_path {
+        if path.starts_with("/realtime.") {
+            metrics.grpc_method(method);
+        }
+    }
     routes
         .prepare()
         .into_axum_router()
         .layer(axum::middleware::map_response(size_limit_status))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            observe(methods.clone(), metrics.clone(), req, next)
+        }))
+        // Request id, span and access line, as for HTTP requests.
+        .layer(axum::middleware::from_fn(crate::api::observe::observe_grpc))
+}
+
+/// The method label of every RPC served: `/package.Service/Method` path →
+/// interned `package.Service/Method`.
+struct Methods {
+    by_path: HashMap<String, Arc<str>>,
+    unknown: Arc<str>,
+}
+
+impl Methods {
+    fn served() -> Self {
+        let sets = [
+            FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut by_path = HashMap::new();
+        for set in sets {
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(set) else {
+                continue;
+            };
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        let name =
+                            format!("{}.{}/{}", file.package(), service.name(), method.name());
+                        by_path.insert(format!("/{name}"), Arc::from(name));
+                    }
+                }
+            }
+        }
+        Self {
+            by_path,
+            unknown: Arc::from("unknown"),
+        }
+    }
+}
+
+/// Counts and times one call until its response head. The code is the
+/// `grpc-status` of a trailers-only answer (an error before any message),
+/// else `OK`: a stream that fails later is not counted again.
+async fn observe(
+    methods: Arc<Methods>,
+    metrics: crate::metrics::Metrics,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = Instant::now();
+    let method = methods
+        .by_path
+        .get(req.uri().path())
+        .unwrap_or(&methods.unknown)
+        .clone();
+    let response = next.run(req).await;
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32);
+    metrics.grpc_request(&method, code_name(code), started.elapsed());
+    response
+}
+
+/// The canonical name of a status code (`INVALID_ARGUMENT`).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 /// One router for one port: gRPC requests (by content type) go to `grpc`,

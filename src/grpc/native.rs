@@ -21,6 +21,7 @@ use crate::auth::Caller;
 use crate::error::{Error, FieldError, Result};
 use crate::event::{EventInput, Now};
 use crate::limits::Class;
+use crate::metrics::Delivery;
 use crate::store::Outcome;
 use crate::subscribe::{Filter, Item, Start, Subscription};
 
@@ -126,6 +127,7 @@ impl Native {
     /// the server shuts down.
     fn follow(&self, mut sub: Subscription, guard: ConnectionGuard) -> EventStream {
         let shutdown = self.state.shutdown.clone();
+        let metrics = self.state.metrics.clone();
         Box::pin(async_stream::stream! {
             let _guard = guard;
             loop {
@@ -135,6 +137,7 @@ impl Native {
                 };
                 match items {
                     Ok(items) => {
+                        metrics.delivered(Delivery::Grpc, &items);
                         for item in items {
                             yield Ok(message(item));
                         }

@@ -31,6 +31,7 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::event::{EventInput, valid_stream_name};
 use crate::limits::Class;
+use crate::metrics::Notification;
 
 /// The service; one per server, sharing the app's handles.
 #[derive(Clone)]
@@ -47,6 +48,7 @@ impl Realtime {
     /// stream had when it was stored.
     async fn publish(
         &self,
+        kind: Notification,
         caller: &Caller,
         stream: String,
         event_type: String,
@@ -68,6 +70,7 @@ impl Realtime {
             .pop()
             .ok_or_else(|| Error::Internal("the writer answered no outcome".into()))?;
         let readers = self.state.hub.clients_of(&stream);
+        self.state.metrics.notification(kind);
         Ok(NotifyResponse {
             success: true,
             message: format!("{event_type} sent to {stream}"),
@@ -102,8 +105,14 @@ impl Realtime {
         put(&mut data, "currency", &r.currency);
         put(&mut data, "error_code", &r.error_code);
         data.insert("success".into(), json!(r.success));
-        self.publish(caller, stream, event_type.into(), Some(raw(data)?))
-            .await
+        self.publish(
+            Notification::BookingResult,
+            caller,
+            stream,
+            event_type.into(),
+            Some(raw(data)?),
+        )
+        .await
     }
 
     async fn queue_position(
@@ -132,6 +141,7 @@ impl Realtime {
         }
         put(&mut data, "message", &r.message);
         self.publish(
+            Notification::QueuePosition,
             caller,
             stream,
             "booking:queue_position".into(),
@@ -165,6 +175,7 @@ impl Realtime {
         put(&mut data, "booking_id", &r.booking_id);
         put(&mut data, "message", &r.message);
         self.publish(
+            Notification::PaymentStatus,
             caller,
             stream,
             format!("payment:{status}"),
@@ -184,15 +195,27 @@ impl Realtime {
             ));
         }
         required("event_type", &r.event_type)?;
-        self.publish(caller, r.room, r.event_type, payload(&r.payload)?)
-            .await
+        self.publish(
+            Notification::Broadcast,
+            caller,
+            r.room,
+            r.event_type,
+            payload(&r.payload)?,
+        )
+        .await
     }
 
     async fn send_to_user(&self, caller: &Caller, r: SendToUserRequest) -> Result<NotifyResponse> {
         let stream = user_stream(&r.user_id)?;
         required("event_type", &r.event_type)?;
-        self.publish(caller, stream, r.event_type, payload(&r.payload)?)
-            .await
+        self.publish(
+            Notification::SendToUser,
+            caller,
+            stream,
+            r.event_type,
+            payload(&r.payload)?,
+        )
+        .await
     }
 
     /// Totals for anyone who may read streams at all (as
@@ -223,7 +246,7 @@ impl RealtimeService for Realtime {
     ) -> Result<Response<NotifyResponse>, Status> {
         let caller = caller(&self.state, &request, Class::Publish)?;
         let answer = self.booking_result(&caller, request.into_inner()).await;
-        respond(answer)
+        self.respond(answer)
     }
 
     /// # `realtime.RealtimeService/NotifyQueuePosition`
@@ -233,7 +256,7 @@ impl RealtimeService for Realtime {
     ) -> Result<Response<NotifyResponse>, Status> {
         let caller = caller(&self.state, &request, Class::Publish)?;
         let answer = self.queue_position(&caller, request.into_inner()).await;
-        respond(answer)
+        self.respond(answer)
     }
 
     /// # `realtime.RealtimeService/NotifyPaymentStatus`
@@ -243,7 +266,7 @@ impl RealtimeService for Realtime {
     ) -> Result<Response<NotifyResponse>, Status> {
         let caller = caller(&self.state, &request, Class::Publish)?;
         let answer = self.payment_status(&caller, request.into_inner()).await;
-        respond(answer)
+        self.respond(answer)
     }
 
     /// # `realtime.RealtimeService/BroadcastEvent`
@@ -253,7 +276,7 @@ impl RealtimeService for Realtime {
     ) -> Result<Response<NotifyResponse>, Status> {
         let caller = caller(&self.state, &request, Class::Publish)?;
         let answer = self.broadcast(&caller, request.into_inner()).await;
-        respond(answer)
+        self.respond(answer)
     }
 
     /// # `realtime.RealtimeService/SendToUser`
@@ -263,7 +286,7 @@ impl RealtimeService for Realtime {
     ) -> Result<Response<NotifyResponse>, Status> {
         let caller = caller(&self.state, &request, Class::Publish)?;
         let answer = Realtime::send_to_user(self, &caller, request.into_inner()).await;
-        respond(answer)
+        self.respond(answer)
     }
 
     /// # `realtime.RealtimeService/GetConnectionStats`
@@ -272,7 +295,7 @@ impl RealtimeService for Realtime {
         request: Request<GetConnectionStatsRequest>,
     ) -> Result<Response<GetConnectionStatsResponse>, Status> {
         let caller = caller(&self.state, &request, Class::Request)?;
-        respond(self.stats(&caller))
+        self.respond(self.stats(&caller))
     }
 }
 
@@ -326,8 +349,15 @@ fn payload(text: &str) -> Result<Option<Box<RawValue>>> {
     }
 }
 
-fn respond<T>(answer: Result<T>) -> Result<Response<T>, Status> {
-    answer.map(Response::new).map_err(status)
+impl Realtime {
+    /// The answer as a response; a failure is counted in
+    /// `realtime_errors_total` under its error code.
+    fn respond<T>(&self, answer: Result<T>) -> Result<Response<T>, Status> {
+        answer.map(Response::new).map_err(|e| {
+            self.state.metrics.realtime_error(e.status_and_code().1);
+            status(e)
+        })
+    }
 }
 
 fn clamp(n: usize) -> i32 {

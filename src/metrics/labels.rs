@@ -1,0 +1,73 @@
+//! Capped label values: producer-chosen values (event types, sources,
+//! error codes) keep a series of their own for the first
+//! [`MAX_LABEL_VALUES`] values seen; the rest share [`OTHER`].
+//!
+//! Locking: the `RwLock` is held for one map lookup (a write only to admit
+//! a new value), never across an await.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use super::{MAX_LABEL_VALUES, OTHER};
+
+/// Longer label values are never admitted (they go to [`OTHER`]).
+const MAX_LABEL_BYTES: usize = 128;
+
+/// Interned label values, at most [`MAX_LABEL_VALUES`]: the first values
+/// seen keep their own series, the rest share [`OTHER`] (so do empty values
+/// and values over 128 bytes, which valid events never carry). Resolving a known
+/// value is one read-locked lookup and an `Arc` clone.
+pub(super) struct Capped {
+    values: RwLock<HashSet<Arc<str>>>,
+    other: Arc<str>,
+}
+
+impl Capped {
+    pub(super) fn new() -> Self {
+        Self {
+            values: RwLock::new(HashSet::new()),
+            other: OTHER.into(),
+        }
+    }
+
+    pub(super) fn resolve(&self, value: &str) -> Arc<str> {
+        {
+            let values = self.values.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = values.get(value) {
+                return v.clone();
+            }
+            if values.len() >= MAX_LABEL_VALUES || value.is_empty() || value.len() > MAX_LABEL_BYTES
+            {
+                return self.other.clone();
+            }
+        }
+        let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = values.get(value) {
+            return v.clone();
+        }
+        if values.len() >= MAX_LABEL_VALUES {
+            return self.other.clone();
+        }
+        let v: Arc<str> = value.into();
+        values.insert(v.clone());
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_labels_keep_the_first_values_and_pool_the_rest() {
+        let c = Capped::new();
+        let first = c.resolve("t0");
+        assert!(Arc::ptr_eq(&first, &c.resolve("t0")));
+        for i in 1..MAX_LABEL_VALUES {
+            assert_eq!(&*c.resolve(&format!("t{i}")), format!("t{i}"));
+        }
+        assert_eq!(&*c.resolve("one too many"), OTHER);
+        assert_eq!(&*c.resolve("t5"), "t5");
+        assert_eq!(&*Capped::new().resolve(&"x".repeat(200)), OTHER);
+    }
+}
