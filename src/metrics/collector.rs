@@ -235,7 +235,7 @@ fn store(e: &mut DescriptorEncoder, s: &Sources) -> Result<(), std::fmt::Error> 
     single(
         e,
         "tidings_store_events",
-        "Events in the log (retention not yet applied included)",
+        "Events stored in the log",
         ConstGauge::new(stats.events),
     )?;
     single(

@@ -20,13 +20,22 @@ const MAX_LABEL_BYTES: usize = 128;
 pub(super) struct Capped {
     values: RwLock<HashSet<Arc<str>>>,
     other: Arc<str>,
+    /// Most values admitted.
+    max: usize,
 }
 
 impl Capped {
     pub(super) fn new() -> Self {
+        Self::with_max(MAX_LABEL_VALUES)
+    }
+
+    /// A table admitting `max` values (route templates: bounded by the
+    /// router already, so the cap is only a guard).
+    pub(super) fn with_max(max: usize) -> Self {
         Self {
             values: RwLock::new(HashSet::new()),
             other: OTHER.into(),
+            max,
         }
     }
 
@@ -36,8 +45,7 @@ impl Capped {
             if let Some(v) = values.get(value) {
                 return v.clone();
             }
-            if values.len() >= MAX_LABEL_VALUES || value.is_empty() || value.len() > MAX_LABEL_BYTES
-            {
+            if values.len() >= self.max || value.is_empty() || value.len() > MAX_LABEL_BYTES {
                 return self.other.clone();
             }
         }
@@ -45,7 +53,7 @@ impl Capped {
         if let Some(v) = values.get(value) {
             return v.clone();
         }
-        if values.len() >= MAX_LABEL_VALUES {
+        if values.len() >= self.max {
             return self.other.clone();
         }
         let v: Arc<str> = value.into();

@@ -114,6 +114,8 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     /// The gateway seed's `http_request_duration_seconds{method,endpoint}`.
     http_duration: Family<HttpRouteLabels, Histogram>,
+    /// Interned route templates (bounded by the router).
+    routes: Capped,
     /// The gateway seed's `events_ingested_total{type,source}`: events
     /// stored (a repeated idempotency key stores nothing and is not counted).
     ingested: Family<EventLabels, Counter>,
@@ -148,17 +150,31 @@ struct Inner {
     live: Arc<collector::Live>,
 }
 
+/// HTTP labels without a string copy: standard methods are static, route
+/// templates interned.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
-    endpoint: String,
+    method: &'static str,
+    endpoint: Arc<str>,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpRouteLabels {
-    method: String,
-    endpoint: String,
+    method: &'static str,
+    endpoint: Arc<str>,
+}
+
+/// The method label: the standard methods by name, anything else `other`.
+fn method_label(method: &str) -> &'static str {
+    const METHODS: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or(OTHER)
 }
 
 /// The labels of `events_ingested_total`, resolved once per event at
@@ -336,6 +352,7 @@ impl Metrics {
             registry: r,
             http_requests,
             http_duration,
+            routes: Capped::with_max(1024),
             ingested,
             event_types: Capped::new(),
             event_sources: Capped::new(),
@@ -365,21 +382,23 @@ impl Metrics {
     /// (`/api/v1/events/stream/{stream_id}`), or `unmatched`.
     pub fn http_request(&self, method: &str, endpoint: &str, status: u16, elapsed: Duration) {
         let inner = &self.0;
-        inner
-            .http_requests
-            .get_or_create(&HttpLabels {
-                method: method.to_owned(),
-                endpoint: endpoint.to_owned(),
-                status,
-            })
-            .inc();
+        let method = method_label(method);
+        let endpoint = inner.routes.resolve(endpoint);
         inner
             .http_duration
             .get_or_create(&HttpRouteLabels {
-                method: method.to_owned(),
-                endpoint: endpoint.to_owned(),
+                method,
+                endpoint: endpoint.clone(),
             })
             .observe(elapsed.as_secs_f64());
+        inner
+            .http_requests
+            .get_or_create(&HttpLabels {
+                method,
+                endpoint,
+                status,
+            })
+            .inc();
     }
 
     /// The labels an event will be counted under once stored.
