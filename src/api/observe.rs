@@ -296,6 +296,30 @@ mod tests {
         assert!(redacted_path(&long.parse().unwrap()).len() <= MAX_LOGGED_PATH + 3);
     }
 
+    #[tokio::test]
+    async fn grpc_calls_get_and_echo_request_ids() {
+        use tower::ServiceExt;
+        let router = axum::Router::new()
+            .route(
+                "/event.EventService/GetStatus",
+                axum::routing::post(|| async { "ok" }),
+            )
+            .layer(axum::middleware::from_fn(observe_grpc));
+        let call = |id: Option<&str>| {
+            let mut req = Request::post("/event.EventService/GetStatus");
+            if let Some(id) = id {
+                req = req.header(REQUEST_ID, id);
+            }
+            router
+                .clone()
+                .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        };
+        let res = call(Some("grpc-1")).await.unwrap();
+        assert_eq!(res.headers()[REQUEST_ID], "grpc-1");
+        let res = call(None).await.unwrap();
+        assert_eq!(res.headers()[REQUEST_ID].len(), 32);
+    }
+
     #[test]
     fn request_ids_from_clients_are_kept_when_sane() {
         assert!(sane_request_id(b"abc-123"));

@@ -113,6 +113,34 @@ fn first_in(order: &[String], table: &str) -> usize {
         .unwrap_or(usize::MAX - 1)
 }
 
+/// The known key one or two edits away from `unknown`, if any.
+pub fn nearest_key(unknown: &str) -> Option<String> {
+    keys(&Config::default())
+        .into_iter()
+        .map(|known| (edit_distance(unknown, &known), known))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 fn to_value(config: &Config) -> Value {
     serde_json::to_value(config).expect("a Config serialises")
 }
@@ -265,6 +293,17 @@ mod tests {
         config.auth.jwt_secret = Some(REDACTED.into());
         assert_eq!(to_value(&parsed), to_value(&config), "{text}");
         assert!(text.contains("# metrics_listen is unset"), "{text}");
+    }
+
+    #[test]
+    fn nearest_keys() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(
+            nearest_key("storage.durabilty").as_deref(),
+            Some("storage.durability")
+        );
+        assert_eq!(nearest_key("bogus"), None);
     }
 
     #[test]
