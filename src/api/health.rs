@@ -1,5 +1,6 @@
 //! Health probes: liveness, readiness (503 while draining or when the store
-//! does not answer) and a detailed report.
+//! does not answer) and a detailed report: each component (store, hub,
+//! jobs, retention) with its status and figures, open connections, limits.
 
 use axum::Json;
 use axum::extract::State;
@@ -99,7 +100,8 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>
                 "streams": stats.streams,
                 "schema_version": stats.schema_version,
             },
-            "hub": { "status": "ok", "subscribers": state.hub.clients().values().sum::<usize>() },
+            "hub": hub(&state),
+            "jobs": jobs(&state),
             "retention": retention(&state),
         },
         "connections": {
@@ -123,6 +125,37 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// The `hub` component: open subscriptions, readers per stream, and how
+/// often readers lagged behind the live buffer or caught up from the store.
+fn hub(state: &AppState) -> Value {
+    let h = state.hub.stats();
+    json!({
+        "status": "ok",
+        "subscribers": h.subscribers,
+        "streams_with_readers": state.hub.clients().len(),
+        "lag_events": h.lag_events,
+        "catch_up_reads": h.catch_up_reads,
+        "catch_up_events": h.catch_up_events,
+    })
+}
+
+/// The `jobs` component: queue depth, running jobs, totals since start;
+/// `busy` when the queue is full (new jobs are refused with 503).
+fn jobs(state: &AppState) -> Value {
+    let j = state.jobs.stats();
+    let full = j.queued >= j.queue_capacity;
+    json!({
+        "status": if full { "busy" } else { "ok" },
+        "queued": j.queued,
+        "queue_capacity": j.queue_capacity,
+        "processing": j.processing,
+        "workers": j.workers,
+        "submitted": j.submitted,
+        "done": j.done,
+        "failed": j.failed,
+    })
 }
 
 /// The `retention` component: the last pass and totals since start.

@@ -101,7 +101,9 @@ pub async fn poll_events(
         consumers::commit(&state, c, &position_streams, sent).await?;
     }
     let mut items = sub.ready(limit).await?;
+    let mut via = crate::metrics::Delivery::Poll;
     if items.is_empty() && !wait.is_zero() {
+        via = crate::metrics::Delivery::LongPoll;
         let _guard = state.connections.open(Transport::LongPoll, caller.ip)?;
         tokio::select! {
             got = sub.next_batch(limit) => items = got?,
@@ -109,6 +111,7 @@ pub async fn poll_events(
             _ = state.shutdown.cancelled() => {}
         }
     }
+    state.metrics.delivered(via, &items);
     Ok(answer(&items, after))
 }
 

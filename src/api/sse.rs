@@ -144,6 +144,7 @@ fn open(
     let sub = Subscription::open(&state.store, &state.hub, filter, start)?;
     let guard = state.connections.open(Transport::Sse, ip)?;
     let shutdown = state.shutdown.clone();
+    let metrics = state.metrics.clone();
     let body = async_stream::stream! {
         let _guard = guard;
         let mut sub = sub;
@@ -152,7 +153,10 @@ fn open(
         loop {
             tokio::select! {
                 items = sub.next_batch(SSE_BATCH) => match items {
-                    Ok(items) => yield Ok(frames(&items)),
+                    Ok(items) => {
+                        metrics.delivered(crate::metrics::Delivery::Sse, &items);
+                        yield Ok(frames(&items))
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "SSE stream ends");
                         break;

@@ -183,6 +183,7 @@ impl Connection {
         if socket.send(text(&hello)).await.is_err() {
             return;
         }
+        self.state.metrics.ws_sent("system:connected");
         self.join_own_room();
         for reply in std::mem::take(&mut self.replies) {
             if socket.send(reply).await.is_err() {
@@ -222,6 +223,7 @@ impl Connection {
                     Some(Err(e)) => return too_big(e),
                 },
                 Some((room, items)) = self.rooms.next() => {
+                    self.state.metrics.delivered(crate::metrics::Delivery::WebSocket, &items);
                     if send_items(socket, &room, items).await.is_err() {
                         return None;
                     }
@@ -249,6 +251,7 @@ impl Connection {
         let msg: Value = match serde_json::from_str(raw) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
+                self.state.metrics.ws_received(None);
                 return self.reply_error(
                     "invalid_json",
                     "messages must be JSON objects like {\"type\":…,\"payload\":…}".into(),
@@ -256,6 +259,8 @@ impl Connection {
             }
         };
         let payload = &msg["payload"];
+        let kind = msg["type"].as_str().unwrap_or_default();
+        self.state.metrics.ws_received(Some(kind));
         match msg["type"].as_str() {
             Some("system:ping") => {
                 self.reply(json!({"type": "system:pong", "payload": {"timestamp": unix_now()}}))
@@ -365,10 +370,14 @@ impl Connection {
     }
 
     fn reply(&mut self, v: Value) {
+        self.state
+            .metrics
+            .ws_sent(v["type"].as_str().unwrap_or_default());
         self.replies.push(text(&v));
     }
 
     fn reply_error(&mut self, code: &str, message: String) {
+        self.state.metrics.realtime_error(code);
         self.reply(json!({"type": "system:error", "payload": {"code": code, "message": message}}));
     }
 }

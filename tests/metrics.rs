@@ -1,0 +1,805 @@
+//! `GET /metrics` against a real server: the exposition parses as
+//! OpenMetrics (and passes `promtool check metrics` when promtool is on
+//! PATH), every metric the seeds name is there, counters move by exactly
+//! what was published, delivered and refused, producer-chosen labels stay
+//! capped, `metrics_listen` serves metrics and nothing else, and
+//! `auth.metrics_anonymous = false` asks for an admin.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::client::{Api, BATCH, EVENTS, HEALTH};
+use common::ws::{Ws, expect, send};
+use common::{
+    TEST_JWT_SECRET, TestServer, assert_error, get_json, hs256_token, wait_until, within,
+};
+use serde_json::{Value, json};
+use tidings::grpc::pb::realtime::BroadcastEventRequest;
+use tidings::grpc::pb::realtime::realtime_service_client::RealtimeServiceClient;
+use tokio_tungstenite::connect_async;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Every metric name the gateway and realtime seeds list.
+const SEED_METRICS: [&str; 14] = [
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "http_active_connections",
+    "events_ingested_total",
+    "events_ingested_failed_total",
+    "realtime_websocket_connections_total",
+    "realtime_websocket_connections_authenticated",
+    "realtime_websocket_connections_per_room",
+    "realtime_messages_sent_total",
+    "realtime_messages_received_total",
+    "realtime_notifications_delivered_total",
+    "realtime_grpc_requests_total",
+    "realtime_grpc_request_duration_seconds",
+    "realtime_errors_total",
+];
+
+/// One sample of the exposition: name, labels, value.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// The exposition's samples (a plain reading of the text format; the
+/// parser crate checks the format itself in `exposition_is_valid_openmetrics`).
+fn samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (head, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match head.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let mut map = BTreeMap::new();
+        let mut rest = labels;
+        while let Some((key, after)) = rest.split_once("=\"") {
+            let end = after.find('"').expect("closing quote");
+            map.insert(
+                key.trim_start_matches(',').to_owned(),
+                after[..end].to_owned(),
+            );
+            rest = &after[end + 1..];
+        }
+        out.push(Sample {
+            name: name.to_owned(),
+            labels: map,
+            value: value.parse().unwrap_or(f64::NAN),
+        });
+    }
+    out
+}
+
+/// Samples named `name` whose labels include `labels`.
+fn matching<'a>(all: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    all.iter()
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+/// The sum of the matching samples (0 when there are none).
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    matching(&samples(text), name, labels)
+        .iter()
+        .map(|s| s.value)
+        .sum()
+}
+
+/// `GET /metrics` with `api`'s credentials; requires 200 and the
+/// OpenMetrics content type.
+async fn scrape(api: &Api) -> String {
+    let r = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(r.status(), 200, "GET /metrics");
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    r.text().await.expect("body")
+}
+
+/// Waits until `name{labels}` sums to at least `want`; returns the scrape.
+async fn wait_value(api: &Api, name: &str, labels: &[(&str, &str)], want: f64) -> String {
+    let mut last = String::new();
+    let what = format!("{name}{labels:?} >= {want}");
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            last = scrape(api).await;
+            if value(&last, name, labels) >= want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "timed out waiting for {what}; last scrape:\n{last}"
+    );
+    last
+}
+
+fn jwt_server(
+    tweak: impl FnOnce(&mut tidings::config::Config),
+) -> impl FnOnce(&mut tidings::config::Config) {
+    move |c| {
+        c.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
+        c.auth.allow_anonymous = Some(true);
+        tweak(c);
+    }
+}
+
+#[tokio::test]
+async fn exposition_is_valid_openmetrics_with_every_seed_metric() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    api.publish(json!({"type": "t", "source": "probe"})).await;
+    let text = scrape(&api).await;
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+        .unwrap_or_else(|e| panic!("not OpenMetrics: {e:?}\n{text}"));
+    for name in SEED_METRICS {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            parsed.families.contains_key(name) || parsed.families.contains_key(family),
+            "{name} missing; families: {:?}",
+            parsed.families.keys().collect::<Vec<_>>()
+        );
+    }
+    for ours in [
+        "tidings_connections",
+        "tidings_deliveries",
+        "tidings_hub_lag_events",
+        "tidings_catchup_reads",
+        "tidings_store_size_bytes",
+        "tidings_store_events",
+        "tidings_group_commit_events",
+        "tidings_group_commit_flush_seconds",
+        "tidings_retention_deleted_events",
+        "tidings_jobs",
+        "tidings_rate_limited",
+        "tidings_streaming_connections_refused",
+        "tidings_login_rejected",
+    ] {
+        assert!(
+            parsed.families.contains_key(ours),
+            "{ours} missing:\n{text}"
+        );
+    }
+    // The publish above is in the HTTP metrics under its route template.
+    assert_eq!(
+        value(
+            &text,
+            "http_requests_total",
+            &[("method", "POST"), ("endpoint", EVENTS), ("status", "201")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "tidings_store_events", &[]), 1.0, "{text}");
+    assert!(
+        value(&text, "tidings_store_size_bytes", &[]) > 0.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "http_active_connections", &[]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "tidings_group_commit_events_count", &[]) >= 1.0,
+        "{text}"
+    );
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` when promtool is installed; says loudly that
+/// it was skipped otherwise (it is optional tooling, never a failure).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("SKIPPED `promtool check metrics`: promtool is not on PATH ({e})");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn ingest_counters_move_by_exactly_what_was_stored_or_refused() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    for _ in 0..3 {
+        api.publish(json!({"type": "order.created", "source": "shop", "stream_id": "orders"}))
+            .await;
+    }
+    api.publish_batch(vec![
+        json!({"type": "order.paid", "source": "shop", "stream_id": "orders"}),
+        json!({"type": "order.paid", "source": "shop", "stream_id": "orders"}),
+        json!({"type": "order.paid", "stream_id": "orders", "key": "k1"}),
+    ])
+    .await;
+    // A repeated key stores nothing: not counted.
+    let (status, ack) = api
+        .post_json(EVENTS, &json!({"type": "order.paid", "key": "k1"}))
+        .await;
+    assert_eq!((status, &ack["duplicate"]), (200, &json!(true)), "{ack}");
+    // Refused: a missing type, and a batch with one bad event of three.
+    let (status, body) = api.post_json(EVENTS, &json!({"stream_id": "orders"})).await;
+    assert_error(status, &body, 400, "invalid_event");
+    let (status, body) = api
+        .post_json(
+            BATCH,
+            &json!({"events": [{"type": "a"}, {"type": "b", "stream_id": "bad stream"}, {"type": "c"}]}),
+        )
+        .await;
+    assert_error(status, &body, 400, "invalid_event");
+
+    let text = scrape(&api).await;
+    let ingested = |ty: &str, source: &str| {
+        value(
+            &text,
+            "events_ingested_total",
+            &[("type", ty), ("source", source)],
+        )
+    };
+    assert_eq!(ingested("order.created", "shop"), 3.0, "{text}");
+    assert_eq!(ingested("order.paid", "shop"), 2.0, "{text}");
+    assert_eq!(ingested("order.paid", "none"), 1.0, "{text}");
+    assert_eq!(value(&text, "events_ingested_total", &[]), 6.0, "{text}");
+    let failed = |reason: &str| value(&text, "events_ingested_failed_total", &[("reason", reason)]);
+    assert_eq!(failed("missing_field"), 1.0, "{text}");
+    assert_eq!(failed("invalid_stream"), 1.0, "{text}");
+    assert_eq!(failed("batch_rejected"), 2.0, "{text}");
+    assert_eq!(failed("rate_limited"), 0.0, "{text}");
+    assert_eq!(value(&text, "tidings_store_events", &[]), 6.0, "{text}");
+}
+
+#[tokio::test]
+async fn rate_limit_rejections_are_counted_by_class_and_as_failed_ingests() {
+    let server = TestServer::start_with(|c| {
+        c.limits.publish_per_second = 1;
+        c.limits.publish_burst = 1;
+    })
+    .await;
+    let api = Api::new(&server);
+    api.publish(json!({"type": "t"})).await;
+    let (status, body) = api.post_json(EVENTS, &json!({"type": "t"})).await;
+    assert_error(status, &body, 429, "rate_limited");
+    let text = scrape(&api).await;
+    assert_eq!(
+        value(&text, "tidings_rate_limited_total", &[("class", "publish")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tidings_rate_limited_total", &[("class", "request")]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "events_ingested_failed_total",
+            &[("reason", "rate_limited")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "http_requests_total",
+            &[("endpoint", EVENTS), ("status", "429")]
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn producer_chosen_labels_are_capped_with_the_rest_as_other() {
+    let server = TestServer::start_with(|c| c.limits.batch_events = 1000).await;
+    let api = Api::new(&server);
+    let events: Vec<Value> = (0..100)
+        .map(|i| json!({"type": format!("type.{i}"), "stream_id": format!("s{i}"), "source": format!("src{i}")}))
+        .collect();
+    api.publish_batch(events).await;
+    let text = scrape(&api).await;
+    let all = samples(&text);
+    let series = matching(&all, "events_ingested_total", &[]);
+    let types: std::collections::BTreeSet<&str> =
+        series.iter().map(|s| s.labels["type"].as_str()).collect();
+    let sources: std::collections::BTreeSet<&str> =
+        series.iter().map(|s| s.labels["source"].as_str()).collect();
+    assert_eq!(types.len(), 65, "64 types and `other`: {types:?}");
+    assert_eq!(sources.len(), 65, "64 sources and `other`: {sources:?}");
+    assert!(
+        types.contains("type.0") && types.contains("type.63"),
+        "{types:?}"
+    );
+    assert!(!types.contains("type.64"), "{types:?}");
+    // The batch is resolved in order: the first 64 keep their own series.
+    assert_eq!(
+        value(&text, "events_ingested_total", &[("type", "other")]),
+        36.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "events_ingested_total", &[]), 100.0, "{text}");
+
+    // Rooms: two long polls reading 64 streams each are 128 rooms with one
+    // reader; the gauge keeps 64 of them and sums the rest as `other`.
+    let head = api.last_id().await;
+    let mut polls = Vec::new();
+    for half in 0..2 {
+        let streams: Vec<String> = (0..64)
+            .map(|i| format!("room{:03}", half * 64 + i))
+            .collect();
+        let url = api.url(&format!(
+            "{EVENTS}?streams={}&after={head}&wait=20",
+            streams.join(",")
+        ));
+        let client = api.http.clone();
+        polls.push(tokio::spawn(async move { get_json(&client, &url).await }));
+    }
+    let text = wait_value(&api, "tidings_hub_subscribers", &[], 2.0).await;
+    let all = samples(&text);
+    let rooms = matching(&all, "realtime_websocket_connections_per_room", &[]);
+    assert_eq!(rooms.len(), 65, "64 rooms and `other`: {text}");
+    assert_eq!(
+        value(
+            &text,
+            "realtime_websocket_connections_per_room",
+            &[("room", "other")]
+        ),
+        64.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tidings_connections", &[("transport", "long_poll")]),
+        2.0,
+        "{text}"
+    );
+    api.publish(json!({"type": "wake", "stream_id": "room000"}))
+        .await;
+    api.publish(json!({"type": "wake", "stream_id": "room127"}))
+        .await;
+    for poll in polls {
+        let (status, body) = within("long poll answers", DEADLINE, poll).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["events"].as_array().map(Vec::len), Some(1), "{body}");
+    }
+    wait_value(
+        &api,
+        "tidings_deliveries_total",
+        &[("transport", "long_poll")],
+        2.0,
+    )
+    .await;
+}
+
+/// Reads the SSE body until it holds `n` event frames.
+async fn sse_frames(resp: &mut reqwest::Response, n: usize) -> String {
+    let mut body = String::new();
+    within("SSE frames", DEADLINE, async {
+        while body.matches("\ndata: ").count() + usize::from(body.starts_with("data: ")) < n {
+            let chunk = resp.chunk().await.expect("read").expect("stream open");
+            body.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    })
+    .await;
+    body
+}
+
+#[tokio::test]
+async fn deliveries_count_per_transport_and_websocket_messages_by_type() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+
+    // SSE: two events in one stream.
+    let mut sse = api
+        .http
+        .get(api.url("/api/v1/events/stream/feed"))
+        .send()
+        .await
+        .expect("SSE");
+    assert_eq!(sse.status(), 200);
+    api.wait_readers("feed", 1).await;
+    let text = scrape(&api).await;
+    assert_eq!(
+        value(&text, "tidings_connections", &[("transport", "sse")]),
+        1.0,
+        "{text}"
+    );
+    for i in 0..2 {
+        api.publish(json!({"type": "tick", "stream_id": "feed", "data": {"i": i}}))
+            .await;
+    }
+    let body = sse_frames(&mut sse, 2).await;
+    assert!(body.contains("\"type\":\"tick\""), "{body}");
+    wait_value(
+        &api,
+        "tidings_deliveries_total",
+        &[("transport", "sse")],
+        2.0,
+    )
+    .await;
+
+    // WebSocket: join, an event, a ping, an unknown type, bad JSON.
+    let (mut ws, _) = within(
+        "WebSocket connect",
+        DEADLINE,
+        connect_async(server.ws_url("/ws")),
+    )
+    .await
+    .expect("connect");
+    expect(&mut ws, "system:connected").await;
+    send(
+        &mut ws,
+        &json!({"type": "room:join", "payload": {"room": "feed"}}),
+    )
+    .await;
+    expect(&mut ws, "room:joined").await;
+    api.publish(json!({"type": "tick", "stream_id": "feed"}))
+        .await;
+    let event = common::ws::recv(&mut ws).await;
+    assert_eq!(event["type"], "tick", "{event}");
+    send(&mut ws, &json!({"type": "system:ping"})).await;
+    expect(&mut ws, "system:pong").await;
+    send(&mut ws, &json!({"type": "no:such"})).await;
+    let err = expect(&mut ws, "system:error").await;
+    assert_eq!(err["payload"]["code"], "unknown_type", "{err}");
+    send_raw(&mut ws, "not json").await;
+    expect(&mut ws, "system:error").await;
+
+    let text = scrape(&api).await;
+    let received = |t: &str| value(&text, "realtime_messages_received_total", &[("type", t)]);
+    let sent = |t: &str| value(&text, "realtime_messages_sent_total", &[("type", t)]);
+    assert_eq!(received("room:join"), 1.0, "{text}");
+    assert_eq!(received("system:ping"), 1.0, "{text}");
+    assert_eq!(received("unknown"), 1.0, "{text}");
+    assert_eq!(received("invalid"), 1.0, "{text}");
+    assert_eq!(sent("system:connected"), 1.0, "{text}");
+    assert_eq!(sent("room:joined"), 1.0, "{text}");
+    assert_eq!(sent("event"), 1.0, "{text}");
+    assert_eq!(sent("system:pong"), 1.0, "{text}");
+    assert_eq!(sent("system:error"), 2.0, "{text}");
+    assert_eq!(
+        value(&text, "realtime_errors_total", &[("type", "unknown_type")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "tidings_deliveries_total",
+            &[("transport", "websocket")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "realtime_websocket_connections_total", &[]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "realtime_websocket_connections_authenticated", &[]),
+        0.0,
+        "{text}"
+    );
+    // The SSE reader and the WebSocket room both read `feed`.
+    assert_eq!(
+        value(
+            &text,
+            "realtime_websocket_connections_per_room",
+            &[("room", "feed")]
+        ),
+        2.0,
+        "{text}"
+    );
+    // A short poll from the start delivers every stored event (a catch-up read).
+    let events = api.poll_all("streams=feed").await;
+    assert_eq!(events.len(), 3);
+    let text = scrape(&api).await;
+    assert!(
+        value(&text, "tidings_deliveries_total", &[("transport", "poll")]) >= 3.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "tidings_catchup_reads_total", &[]) >= 1.0,
+        "{text}"
+    );
+    drop(ws);
+    drop(sse);
+    wait_value(&api, "tidings_connections", &[("transport", "sse")], 0.0).await;
+    wait_until("the WebSocket is closed", DEADLINE, || async {
+        value(
+            &scrape(&api).await,
+            "realtime_websocket_connections_total",
+            &[],
+        ) == 0.0
+    })
+    .await;
+}
+
+async fn send_raw(ws: &mut Ws, text: &str) {
+    use futures_util::SinkExt;
+    within(
+        "WebSocket send",
+        DEADLINE,
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text)),
+    )
+    .await
+    .expect("send");
+}
+
+#[tokio::test]
+async fn grpc_calls_and_notifications_are_counted() {
+    let server = TestServer::start_with(jwt_server(|_| {})).await;
+    let api = Api::new(&server);
+    let channel = within(
+        "gRPC connect",
+        DEADLINE,
+        tonic::transport::Channel::from_shared(server.base.clone())
+            .expect("uri")
+            .connect(),
+    )
+    .await
+    .expect("gRPC connect");
+    let mut client = RealtimeServiceClient::new(channel);
+    let token = hs256_token("worker", &["PUBLISHER"]);
+    let request = |room: &str| {
+        let mut r = tonic::Request::new(BroadcastEventRequest {
+            room: room.into(),
+            event_type: "announce".into(),
+            payload: "{\"x\":1}".into(),
+        });
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("metadata"),
+        );
+        r
+    };
+    let answer = client
+        .broadcast_event(request("lobby"))
+        .await
+        .expect("broadcast");
+    assert!(answer.get_ref().success, "{:?}", answer.get_ref());
+    let refused = client
+        .broadcast_event(request("bad room"))
+        .await
+        .expect_err("invalid room");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    let text = scrape(&api).await;
+    let method = "realtime.RealtimeService/BroadcastEvent";
+    assert_eq!(
+        value(
+            &text,
+            "realtime_grpc_requests_total",
+            &[("method", method), ("code", "OK")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "realtime_grpc_requests_total",
+            &[("method", method), ("code", "INVALID_ARGUMENT")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "realtime_grpc_request_duration_seconds_count",
+            &[("method", method)]
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "realtime_notifications_delivered_total",
+            &[("kind", "broadcast")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "realtime_errors_total", &[("type", "invalid_room")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "events_ingested_total",
+            &[("type", "announce"), ("source", "none")]
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
+/// A port free right now on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_metrics_and_nothing_else() {
+    let port = free_port();
+    let server =
+        TestServer::start_with(|c| c.metrics_listen = Some(format!("127.0.0.1:{port}"))).await;
+    let api = Api::new(&server);
+    api.publish(json!({"type": "t"})).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().await.unwrap();
+    assert_eq!(value(&text, "events_ingested_total", &[]), 1.0, "{text}");
+    assert!(
+        value(&text, "http_active_connections", &[]) >= 1.0,
+        "{text}"
+    );
+    for path in ["/health", "/api/v1/events", "/"] {
+        let (status, body) = get_json(&http, &format!("{base}{path}")).await;
+        assert_error(status, &body, 404, "not_found");
+    }
+    let r = http.post(format!("{base}/metrics")).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_error(status, &body, 405, "method_not_allowed");
+    // The main listener still serves metrics too.
+    scrape(&api).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_need_an_admin_when_not_anonymous() {
+    let server = TestServer::start_with(jwt_server(|c| c.auth.metrics_anonymous = false)).await;
+    let anonymous = reqwest::Client::new();
+    let (status, body) = get_json(&anonymous, &server.url("/metrics")).await;
+    assert_error(status, &body, 401, "unauthorized");
+    let user = Api::with_token(&server, &hs256_token("ann", &["USER"]));
+    let (status, body) = user.get_json("/metrics").await;
+    assert_error(status, &body, 403, "forbidden");
+    let admin = Api::with_token(&server, &hs256_token("ops", &["ADMIN"]));
+    let text = scrape(&admin).await;
+    assert!(text.contains("# TYPE http_requests counter"), "{text}");
+    // The refusals above are in it, under the route template.
+    assert_eq!(
+        value(
+            &text,
+            "http_requests_total",
+            &[("endpoint", "/metrics"), ("status", "401")]
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn detailed_health_reports_jobs_and_hub() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let (status, body) = api
+        .post_json(&format!("{EVENTS}?async=true"), &json!({"type": "later"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let job = body["job_id"].as_str().expect("job id").to_owned();
+    wait_until("the job is done", DEADLINE, || async {
+        api.get_json(&format!("/api/v1/jobs/{job}")).await.1["status"] == "done"
+    })
+    .await;
+    let (status, d) = api.get_json(HEALTH).await;
+    assert_eq!(status, 200, "{d}");
+    let jobs = &d["components"]["jobs"];
+    assert_eq!(jobs["status"], "ok", "{d}");
+    assert_eq!(
+        (
+            &jobs["submitted"],
+            &jobs["done"],
+            &jobs["failed"],
+            &jobs["queued"],
+            &jobs["processing"]
+        ),
+        (&json!(1), &json!(1), &json!(0), &json!(0), &json!(0)),
+        "{d}"
+    );
+    assert!(
+        jobs["queue_capacity"].as_u64().is_some_and(|n| n > 0),
+        "{d}"
+    );
+    assert!(jobs["workers"].as_u64().is_some_and(|n| n > 0), "{d}");
+    let hub = &d["components"]["hub"];
+    assert_eq!(hub["status"], "ok", "{d}");
+    for field in [
+        "subscribers",
+        "lag_events",
+        "catch_up_reads",
+        "catch_up_events",
+    ] {
+        assert!(hub[field].is_u64(), "{field}: {d}");
+    }
+    for component in ["store", "retention"] {
+        assert_eq!(d["components"][component]["status"], "ok", "{d}");
+    }
+    let text = scrape(&api).await;
+    assert_eq!(
+        value(&text, "tidings_jobs_submitted_total", &[]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tidings_jobs_finished_total", &[("status", "done")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tidings_jobs", &[("status", "queued")]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "events_ingested_total", &[("type", "later")]),
+        1.0,
+        "{text}"
+    );
+}
