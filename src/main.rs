@@ -90,8 +90,9 @@ enum ConfigCommand {
         #[command(flatten)]
         flags: ServeFlags,
     },
-    /// Validate a configuration as `serve` would, with the environment;
-    /// exit 0 with one line when it is usable, 2 with what to fix.
+    /// Validate a configuration as `serve` would, with the environment (and
+    /// the JWT public key file it names); exit 0 with one line when it is
+    /// usable, 2 with what to fix.
     Check {
         /// TOML configuration file (wins over --config and TIDINGS_CONFIG).
         file: Option<PathBuf>,
@@ -398,7 +399,11 @@ fn config_command(cmd: ConfigCommand) -> ExitCode {
             flags,
         } => {
             let file = file.or(config);
-            let (_, unknown) = match config::load(file.as_deref(), &flags.overrides()) {
+            // The JWT key file is read at start too: a missing or bad one fails here.
+            let loaded = config::load(file.as_deref(), &flags.overrides()).and_then(|loaded| {
+                tidings::auth::jwt::Verifier::from_config(&loaded.0.auth).map(|_| loaded)
+            });
+            let (_, unknown) = match loaded {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("tidings: {e}");

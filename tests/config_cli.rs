@@ -170,6 +170,15 @@ fn check_names_the_key_to_fix_and_exits_2() {
         "auth.jwt_secret is 5 bytes",
     );
     check("listen = [\n", "TOML parse error at line 1");
+    check(
+        "[auth]\njwt_public_key = \"/nonexistent/jwt.pem\"\n",
+        "auth.jwt_public_key /nonexistent/jwt.pem: cannot read it",
+    );
+    let not_pem = write(dir.path(), "not.pem", "hello");
+    check(
+        &format!("[auth]\njwt_public_key = \"{not_pem}\"\n"),
+        "is not a PEM public key",
+    );
 
     // A value from the environment is checked like one from the file.
     let file = write(dir.path(), "ok.toml", "");
