@@ -171,6 +171,14 @@ fn check_names_the_key_to_fix_and_exits_2() {
     );
     check("listen = [\n", "TOML parse error at line 1");
     check(
+        "metrics_listen = \"127.0.0.1:8080\"\n",
+        "metrics_listen 127.0.0.1:8080 is the address of listen",
+    );
+    check(
+        "grpc_listen = \"127.0.0.1:9000\"\nmetrics_listen = \"127.0.0.1:9000\"\n",
+        "metrics_listen 127.0.0.1:9000 is the address of grpc_listen",
+    );
+    check(
         "[auth]\njwt_public_key = \"/nonexistent/jwt.pem\"\n",
         "auth.jwt_public_key /nonexistent/jwt.pem: cannot read it",
     );

@@ -8,9 +8,7 @@ use super::{Config, ConfigError, JwtAlgorithm};
 impl Config {
     /// Checks values serde cannot: addresses, ranges, relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
-        self.grpc_listen_addr()?;
-        self.metrics_listen_addr()?;
+        self.distinct_listeners()?;
         let l = &self.limits;
         let positive = [
             ("limits.body_bytes", l.body_bytes),
@@ -181,6 +179,29 @@ impl Config {
                 "grpc_listen {grpc} is reachable from other machines but no authentication is configured: \
                  set auth.jwt_secret or auth.jwt_public_key, or auth.allow_anonymous"
             )));
+        }
+        Ok(())
+    }
+
+    /// `listen`, `grpc_listen` and `metrics_listen` parse and are three
+    /// different addresses (port 0, "any free port", may repeat).
+    fn distinct_listeners(&self) -> Result<(), ConfigError> {
+        let listen = self.listen_addr()?;
+        let grpc = self.grpc_listen_addr()?;
+        let metrics = self.metrics_listen_addr()?;
+        let same = |a: Option<SocketAddr>, b: Option<SocketAddr>| matches!((a, b), (Some(a), Some(b)) if a.port() != 0 && a == b);
+        for (key, addr, other, other_addr) in [
+            ("grpc_listen", grpc, "listen", Some(listen)),
+            ("metrics_listen", metrics, "listen", Some(listen)),
+            ("metrics_listen", metrics, "grpc_listen", grpc),
+        ] {
+            if same(addr, other_addr) {
+                return Err(ConfigError(format!(
+                    "{key} {} is the address of {other}; give it its own port or leave it out \
+                     (gRPC and /metrics are served on listen too)",
+                    addr.expect("compared equal")
+                )));
+            }
         }
         Ok(())
     }
