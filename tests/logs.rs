@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::process::binary;
 use serde_json::{Value, json};
+use tidings::grpc::pb::tidings::v1::PublishRequest;
+use tidings::grpc::pb::tidings::v1::tidings_client::TidingsClient;
 
 /// `tidings serve` with `env` (only these `TIDINGS_…` variables), its
 /// standard error read line by line. `common::process::ServerProcess`
@@ -168,7 +170,9 @@ fn create_token(dir: &std::path::Path, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-#[tokio::test]
+// Multi-threaded: the gRPC client's connection task must keep running (and
+// answer the server's GOAWAY) while `stop` blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_access_lines_carry_ids_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let api_token = create_token(dir.path(), "billing");
@@ -252,6 +256,38 @@ async fn json_access_lines_carry_ids_and_no_secrets() {
     assert!(res.status().is_success(), "{}", res.status());
     let line = server.access_line(&request_id(&res));
     assert_eq!(line["fields"]["caller"], "token:billing");
+
+    // A gRPC call has its own line, with its caller, and echoes the id.
+    let channel = tonic::transport::Channel::from_shared(server.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connect");
+    let mut grpc = TidingsClient::new(channel);
+    let mut call = tonic::Request::new(PublishRequest {
+        stream_id: "orders".into(),
+        r#type: "order.created".into(),
+        ..Default::default()
+    });
+    let md = call.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {api_token}").parse().unwrap(),
+    );
+    md.insert("x-request-id", "grpc-call-7".parse().unwrap());
+    let answer = grpc.publish(call).await.expect("gRPC publish");
+    assert_eq!(
+        answer
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("grpc-call-7")
+    );
+    let line = server.access_line("grpc-call-7");
+    let f = &line["fields"];
+    assert_eq!(f["method"], "gRPC", "{line}");
+    assert_eq!(f["route"], "/tidings.v1.Tidings/Publish", "{line}");
+    assert_eq!(f["caller"], "token:billing", "{line}");
 
     // An id that is not sane is replaced.
     let res = http

@@ -270,6 +270,14 @@ async fn ingest_counters_move_by_exactly_what_was_stored_or_refused() {
         )
         .await;
     assert_error(status, &body, 400, "invalid_event");
+    // Refused before the job is queued (`?async=true`): counted the same.
+    let (status, body) = api
+        .post_json(
+            &format!("{EVENTS}?async=true"),
+            &json!({"stream_id": "orders"}),
+        )
+        .await;
+    assert_error(status, &body, 400, "invalid_event");
 
     let text = scrape(&api).await;
     let ingested = |ty: &str, source: &str| {
@@ -284,7 +292,7 @@ async fn ingest_counters_move_by_exactly_what_was_stored_or_refused() {
     assert_eq!(ingested("order.paid", "none"), 1.0, "{text}");
     assert_eq!(value(&text, "events_ingested_total", &[]), 6.0, "{text}");
     let failed = |reason: &str| value(&text, "events_ingested_failed_total", &[("reason", reason)]);
-    assert_eq!(failed("missing_field"), 1.0, "{text}");
+    assert_eq!(failed("missing_field"), 2.0, "{text}");
     assert_eq!(failed("invalid_stream"), 1.0, "{text}");
     assert_eq!(failed("batch_rejected"), 2.0, "{text}");
     assert_eq!(failed("rate_limited"), 0.0, "{text}");
@@ -544,6 +552,18 @@ async fn deliveries_count_per_transport_and_websocket_messages_by_type() {
     );
     assert!(
         value(&text, "tidings_catchup_reads_total", &[]) >= 1.0,
+        "{text}"
+    );
+    // The telemetry seed's poll route delivers through the same counter.
+    let before = value(&text, "tidings_deliveries_total", &[("transport", "poll")]);
+    let (status, page) = api.get_json("/v1/polling/events").await;
+    assert_eq!(status, 200, "{page}");
+    let n = page["events"].as_array().expect("events").len();
+    assert_eq!(n, 3, "{page}");
+    let text = scrape(&api).await;
+    assert_eq!(
+        value(&text, "tidings_deliveries_total", &[("transport", "poll")]),
+        before + n as f64,
         "{text}"
     );
     drop(ws);

@@ -204,6 +204,12 @@ async fn read_feed(
     }
     let has_more = items.len() > PAGE;
     items.truncate(PAGE);
+    let via = if long_poll {
+        crate::metrics::Delivery::LongPoll
+    } else {
+        crate::metrics::Delivery::Poll
+    };
+    state.metrics.delivered(via, &items);
     Ok(answer(&items, after, has_more))
 }
 

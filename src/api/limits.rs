@@ -11,6 +11,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::api::observe::CallerSlot;
 use crate::app::AppState;
 use crate::auth::{Caller, peer_ip};
 use crate::error::Error;
@@ -50,6 +51,10 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     let key = match state.auth.resolve(&parts) {
         Ok(caller) => {
             let key = caller.limit_key();
+            // A refused request's access line names its caller too.
+            if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+                slot.fill(&caller);
+            }
             parts.extensions.insert(caller);
             key
         }

@@ -20,6 +20,7 @@ use crate::metrics::OPENMETRICS;
     responses(
         (status = 200, description = "Every metric, OpenMetrics text format 1.0.0", body = String,
             content_type = "application/openmetrics-text"),
+        (status = 401, description = "`auth.metrics_anonymous = false` and the request has no valid credentials", body = super::error::ErrorBody),
         (status = 403, description = "`auth.metrics_anonymous = false` and the caller is not an admin", body = super::error::ErrorBody),
     )
 )]

@@ -145,6 +145,8 @@ fn open(
     let guard = state.connections.open(Transport::Sse, ip)?;
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
+    // The body is polled after the handler returns, outside its request span.
+    let span = tracing::Span::current();
     let body = async_stream::stream! {
         let _guard = guard;
         let mut sub = sub;
@@ -158,7 +160,7 @@ fn open(
                         yield Ok(frames(&items))
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, "SSE stream ends");
+                        tracing::debug!(parent: &span, error = %e, "SSE stream ends");
                         break;
                     }
                 },

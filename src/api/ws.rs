@@ -32,8 +32,10 @@ use futures_util::stream::{SelectAll, Stream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{consumers, parse_cursor, unix_now};
+
 use crate::app::{AppState, ConnectionGuard, Transport};
 use crate::auth::{Caller, Via};
 use crate::error::Error;
@@ -110,7 +112,12 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER + 2 * state.limits.event_bytes + 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| Connection::new(state, caller).run(socket, guard)))
+        // The connection outlives the handler; its lines keep the request id.
+        .on_upgrade(move |socket| {
+            Connection::new(state, caller)
+                .run(socket, guard)
+                .instrument(tracing::Span::current())
+        }))
 }
 
 /// Cross-site WebSocket hijacking: a page may open a WebSocket only from an

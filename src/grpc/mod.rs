@@ -317,6 +317,12 @@ pub fn caller<T>(
         parts.extensions.insert(*peer);
     }
     let caller = state.auth.resolve(&parts).map_err(status)?;
+    if let Some(slot) = request
+        .extensions()
+        .get::<crate::api::observe::CallerSlot>()
+    {
+        slot.fill(&caller);
+    }
     state
         .rate_limits
         .check(class, &caller.limit_key())
