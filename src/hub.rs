@@ -166,6 +166,11 @@ impl Hub {
         }
     }
 
+    /// Streams with at least one reader right now (no copy of the map).
+    pub fn streams_with_readers(&self) -> usize {
+        self.0.clients.lock().expect("hub lock").len()
+    }
+
     /// Readers of one stream right now (no copy of the map).
     pub fn clients_of(&self, stream: &str) -> usize {
         self.0
@@ -182,6 +187,13 @@ impl Hub {
 pub struct ClientGuard {
     hub: Hub,
     streams: Vec<String>,
+}
+
+impl ClientGuard {
+    /// The hub this reader is counted in.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
 }
 
 impl Drop for ClientGuard {

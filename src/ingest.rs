@@ -13,8 +13,10 @@
 //! growing memory.
 //!
 //! Metrics: `events_ingested_total{type,source}` is counted here once the
-//! events are acknowledged (labels resolved at validation, so counting is
-//! one add per run of equal labels); refusals under their error code; the
+//! events are acknowledged (labels resolved once the whole request is
+//! valid, so refused events take no label slot and counting is one add per
+//! run of equal labels); refusals under their error code, here or through
+//! [`Ingest::precheck`] for doors that refuse before the write path; the
 //! writer records each group commit's size and flush time.
 
 use std::sync::Arc;
@@ -131,29 +133,33 @@ impl Ingest {
         &self.0.metrics
     }
 
-    /// Validates and normalises one event without storing it.
+    /// Validates and normalises one event without storing it (a dry run,
+    /// or a check whose refusal the caller counts itself: see
+    /// [`Ingest::precheck`]).
     pub fn prepare(&self, input: EventInput, now: Now) -> Result<NewEvent> {
         self.prepare_all(vec![input], now, None)
             .map(|mut v| v.remove(0))
-            .map_err(|e| match e {
-                Error::InvalidEvent { details, .. } => Error::invalid(
-                    details
-                        .into_iter()
-                        .map(|d| FieldError { index: None, ..d })
-                        .collect(),
-                ),
-                other => other,
-            })
+            .map_err(without_index)
     }
 
-    /// Validates and normalises every input; with `labels`, also resolves
-    /// each event's `events_ingested_total` labels (the source before
-    /// `normalize` consumes the input).
+    /// Validates one event for a door that refuses it before the write
+    /// path (an `async` publish, a broadcast's check before its fan-out),
+    /// counting a refusal in `events_ingested_failed_total` exactly as
+    /// [`Ingest::ingest_one`] would.
+    pub fn precheck(&self, input: EventInput) -> Result<NewEvent> {
+        self.prepare(input, Now::system())
+            .inspect_err(|e| self.0.metrics.ingest_failed(e, 1))
+    }
+
+    /// Validates and normalises every input; with `labels`, and only when
+    /// every input is valid, also resolves each event's
+    /// `events_ingested_total` labels, so that refused events never take
+    /// one of the capped label slots.
     fn prepare_all(
         &self,
         inputs: Vec<EventInput>,
         now: Now,
-        mut labels: Option<&mut Vec<EventLabels>>,
+        labels: Option<&mut Vec<EventLabels>>,
     ) -> Result<Vec<NewEvent>> {
         if inputs.len() > self.0.cfg.max_batch {
             return Err(Error::bad_request(
@@ -165,17 +171,16 @@ impl Ingest {
                 ),
             ));
         }
+        let metrics = &self.0.metrics;
         let mut events = Vec::with_capacity(inputs.len());
+        let mut sources = Vec::with_capacity(if labels.is_some() { inputs.len() } else { 0 });
         let mut errors = Vec::new();
         for (index, input) in inputs.into_iter().enumerate() {
             let own_ttl = input.ttl.is_some();
-            let label = labels.as_ref().map(|_| {
-                let m = &self.0.metrics;
-                m.event_labels(
-                    input.event_type.as_deref().unwrap_or(""),
-                    input.source.as_deref(),
-                )
-            });
+            // Read before `normalize` consumes the input; admits nothing.
+            let source = labels
+                .as_ref()
+                .map(|_| metrics.source_label(input.source.as_deref()));
             match input.normalize(self.0.cfg.rules, now) {
                 // The server's own `_…` streams (e.g. `_jobs`) always exist.
                 Ok(ev)
@@ -201,9 +206,7 @@ impl Ingest {
                     if !own_ttl && let Some(age) = self.0.store.stream_max_age(&ev.stream) {
                         ev.expires_at = (ev.timestamp.max(0) as u64).saturating_add(age);
                     }
-                    if let (Some(labels), Some(label)) = (labels.as_mut(), label) {
-                        labels.push(label);
-                    }
+                    sources.extend(source);
                     events.push(ev)
                 }
                 Err(errs) => errors.extend(errs.into_iter().map(|e| FieldError {
@@ -212,11 +215,18 @@ impl Ingest {
                 })),
             }
         }
-        if errors.is_empty() {
-            Ok(events)
-        } else {
-            Err(Error::invalid(errors))
+        if !errors.is_empty() {
+            return Err(Error::invalid(errors));
         }
+        if let Some(labels) = labels {
+            labels.extend(
+                events
+                    .iter()
+                    .zip(sources)
+                    .map(|(ev, source)| metrics.event_labels(&ev.event_type, source)),
+            );
+        }
+        Ok(events)
     }
 
     /// THE write path: validates every input, then stores all of them
@@ -243,13 +253,12 @@ impl Ingest {
 
     /// The write path for one event: errors carry no batch index.
     pub async fn ingest_one(&self, input: EventInput) -> Result<Outcome> {
-        let labels = [self.0.metrics.event_labels(
-            input.event_type.as_deref().unwrap_or(""),
-            input.source.as_deref(),
-        )];
+        let mut labels = Vec::with_capacity(1);
         let result = async {
-            let event = self.prepare(input, Now::system())?;
-            self.submit(vec![event])
+            let events = self
+                .prepare_all(vec![input], Now::system(), Some(&mut labels))
+                .map_err(without_index)?;
+            self.submit(events)
                 .await?
                 .pop()
                 .ok_or_else(|| Error::Internal("the writer answered no outcome".into()))
@@ -338,6 +347,19 @@ impl Ingest {
 
     pub fn config(&self) -> &IngestConfig {
         &self.0.cfg
+    }
+}
+
+/// A one-event validation error as a single event's: no batch index.
+fn without_index(e: Error) -> Error {
+    match e {
+        Error::InvalidEvent { details, .. } => Error::invalid(
+            details
+                .into_iter()
+                .map(|d| FieldError { index: None, ..d })
+                .collect(),
+        ),
+        other => other,
     }
 }
 

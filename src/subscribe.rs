@@ -162,9 +162,9 @@ pub struct Subscription {
     position: u64,
     catching_up: bool,
     pending: VecDeque<Item>,
-    /// Counts lag events and catch-up reads (`Hub::stats`).
-    hub: Hub,
-    _client: ClientGuard,
+    /// Keeps the reader counted; its hub also counts lag events and
+    /// catch-up reads (`Hub::stats`).
+    client: ClientGuard,
 }
 
 impl Subscription {
@@ -197,8 +197,7 @@ impl Subscription {
             position,
             catching_up: position < head,
             pending: VecDeque::new(),
-            hub: hub.clone(),
-            _client: client,
+            client,
         })
     }
 
@@ -232,7 +231,7 @@ impl Subscription {
                         position = self.position,
                         "subscriber lagged; catching up from the store"
                     );
-                    self.hub.note_lag();
+                    self.client.hub().note_lag();
                     self.catching_up = true;
                 }
                 Err(RecvError::Closed) => return Err(Error::ShuttingDown),
@@ -274,7 +273,7 @@ impl Subscription {
         })
         .await
         .map_err(|e| Error::Internal(format!("catch-up task failed: {e}")))??;
-        self.hub.note_catch_up(result.events.len());
+        self.client.hub().note_catch_up(result.events.len());
         let mut out = Vec::with_capacity(result.events.len() + 1);
         if let Some((from, to)) = result.gap {
             out.push(Item::Gap { from, to });

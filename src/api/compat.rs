@@ -193,7 +193,9 @@ async fn read_feed(
     };
     let mut sub = Subscription::open(&state.store, &state.hub, filter, Start::After(after))?;
     let mut items = sub.ready(PAGE + 1).await?;
+    let mut via = crate::metrics::Delivery::Poll;
     if long_poll && !items.iter().any(|i| matches!(i, Item::Event(_))) {
+        via = crate::metrics::Delivery::LongPoll;
         let _guard = state.connections.open(Transport::LongPoll, caller.ip)?;
         let wait = Duration::from_millis(state.limits.long_poll_timeout_ms);
         tokio::select! {
@@ -204,12 +206,9 @@ async fn read_feed(
     }
     let has_more = items.len() > PAGE;
     items.truncate(PAGE);
-    let via = if long_poll {
-        crate::metrics::Delivery::LongPoll
-    } else {
-        crate::metrics::Delivery::Poll
-    };
-    state.metrics.delivered(via, &items);
+    // Only what the answer carries: its events (gaps are not sent).
+    let events = items.iter().filter(|i| matches!(i, Item::Event(_))).count();
+    state.metrics.delivered_counts(via, events, 0);
     Ok(answer(&items, after, has_more))
 }
 

@@ -241,13 +241,14 @@ pub async fn broadcast_event(
     for target in &targets {
         state.auth.policy().check_publish(&caller, target)?;
     }
-    // Validate once, as a single event, before fanning out.
+    // Validate once, as a single event, before fanning out; a refusal
+    // counts as one failed event, as a single publish's would.
     let first = EventInput {
         stream_id: targets.first().cloned(),
         key: None,
         ..input.clone()
     };
-    state.ingest.prepare(first, Now::system())?;
+    state.ingest.precheck(first)?;
     let inputs = targets
         .into_iter()
         .map(|s| EventInput {

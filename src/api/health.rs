@@ -134,7 +134,7 @@ fn hub(state: &AppState) -> Value {
     json!({
         "status": "ok",
         "subscribers": h.subscribers,
-        "streams_with_readers": state.hub.clients().len(),
+        "streams_with_readers": state.hub.streams_with_readers(),
         "lag_events": h.lag_events,
         "catch_up_reads": h.catch_up_reads,
         "catch_up_events": h.catch_up_events,

@@ -40,6 +40,7 @@ use crate::app::{AppState, ConnectionGuard, Transport};
 use crate::auth::{Caller, Via};
 use crate::error::Error;
 use crate::event::valid_stream_name;
+use crate::metrics::{Delivery, RoomMembership, WsReceived};
 use crate::subscribe::{Filter, Item, Start, Subscription};
 
 /// Rooms one connection may join.
@@ -162,8 +163,9 @@ struct Connection {
     id: String,
     /// Every joined room's subscription, polled together.
     rooms: SelectAll<RoomStream>,
-    /// Cancelling a room's token ends its stream (leave).
-    joined: HashMap<String, CancellationToken>,
+    /// Cancelling a room's token ends its stream (leave); the membership
+    /// counts the connection in the room's `/metrics` gauge until dropped.
+    joined: HashMap<String, (CancellationToken, RoomMembership)>,
     /// Replies produced by the last client message, sent in order.
     replies: Vec<Message>,
 }
@@ -198,7 +200,7 @@ impl Connection {
             }
         }
         let close = self.serve(&mut socket).await;
-        for (_, token) in self.joined.drain() {
+        for (_, (token, _membership)) in self.joined.drain() {
             token.cancel();
         }
         if let Some((code, reason)) = close {
@@ -222,6 +224,7 @@ impl Connection {
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Text(t))) => self.handle_text(t.as_str()).await,
                     Some(Ok(Message::Binary(_))) => {
+                        self.state.metrics.ws_received(WsReceived::Binary);
                         self.reply_error("unsupported_frame", "binary frames are not supported; send JSON text".into())
                     }
                     Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
@@ -230,8 +233,9 @@ impl Connection {
                     Some(Err(e)) => return too_big(e),
                 },
                 Some((room, items)) = self.rooms.next() => {
-                    self.state.metrics.delivered(crate::metrics::Delivery::WebSocket, &items);
-                    if send_items(socket, &room, items).await.is_err() {
+                    let sent = send_items(socket, &room, items).await;
+                    self.state.metrics.delivered_counts(Delivery::WebSocket, sent.events, sent.gaps);
+                    if sent.failed {
                         return None;
                     }
                 }
@@ -258,7 +262,7 @@ impl Connection {
         let msg: Value = match serde_json::from_str(raw) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
-                self.state.metrics.ws_received(None);
+                self.state.metrics.ws_received(WsReceived::Invalid);
                 return self.reply_error(
                     "invalid_json",
                     "messages must be JSON objects like {\"type\":…,\"payload\":…}".into(),
@@ -267,7 +271,7 @@ impl Connection {
         };
         let payload = &msg["payload"];
         let kind = msg["type"].as_str().unwrap_or_default();
-        self.state.metrics.ws_received(Some(kind));
+        self.state.metrics.ws_received(WsReceived::Typed(kind));
         match msg["type"].as_str() {
             Some("system:ping") => {
                 self.reply(json!({"type": "system:pong", "payload": {"timestamp": unix_now()}}))
@@ -288,7 +292,7 @@ impl Connection {
             },
             Some("room:leave") => match room_of(payload) {
                 Ok(room) => match self.joined.remove(&room) {
-                    Some(token) => {
+                    Some((token, _membership)) => {
                         token.cancel();
                         self.reply(json!({"type": "room:left", "payload": {"room": room}}));
                     }
@@ -339,7 +343,8 @@ impl Connection {
         let token = self.state.shutdown.child_token();
         self.rooms
             .push(room_stream(room.clone(), sub, token.clone()));
-        self.joined.insert(room.clone(), token);
+        let membership = self.state.metrics.ws_joined(&room);
+        self.joined.insert(room.clone(), (token, membership));
         self.reply(json!({"type": "room:joined", "payload": {"room": room, "cursor": cursor}}));
         Ok(())
     }
@@ -404,25 +409,44 @@ fn room_stream(room: String, mut sub: Subscription, left: CancellationToken) -> 
     })
 }
 
-/// Writes a batch of a room's items; the caller flushes.
-async fn send_items(
-    socket: &mut WebSocket,
-    room: &str,
-    items: Vec<Item>,
-) -> Result<(), axum::Error> {
+/// What [`send_items`] wrote: only these are counted as delivered.
+#[derive(Default)]
+struct Sent {
+    events: usize,
+    gaps: usize,
+    /// The socket failed: the connection is over.
+    failed: bool,
+}
+
+/// Writes a batch of a room's items; the caller flushes. An event whose
+/// frame is not UTF-8 (it never is: frames are JSON) is skipped, and not
+/// counted.
+async fn send_items(socket: &mut WebSocket, room: &str, items: Vec<Item>) -> Sent {
+    let mut sent = Sent::default();
     for item in items {
-        let msg = match item {
+        let (msg, is_event) = match item {
             Item::Event(e) => match Utf8Bytes::try_from(e.ws_frame()) {
-                Ok(t) => Message::Text(t),
+                Ok(t) => (Message::Text(t), true),
                 Err(_) => continue,
             },
-            Item::Gap { from, to } => text(&json!({"type": "system:gap", "payload": {
-                "room": room, "from": from.to_string(), "to": to.to_string(),
-            }})),
+            Item::Gap { from, to } => {
+                let gap = json!({"type": "system:gap", "payload": {
+                    "room": room, "from": from.to_string(), "to": to.to_string(),
+                }});
+                (text(&gap), false)
+            }
         };
-        socket.feed(msg).await?;
+        if socket.feed(msg).await.is_err() {
+            sent.failed = true;
+            break;
+        }
+        if is_event {
+            sent.events += 1;
+        } else {
+            sent.gaps += 1;
+        }
     }
-    Ok(())
+    sent
 }
 
 fn room_of(payload: &Value) -> Result<String, &'static str> {

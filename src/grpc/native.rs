@@ -19,7 +19,7 @@ use super::{caller, status};
 use crate::app::{AppState, ConnectionGuard, Transport};
 use crate::auth::Caller;
 use crate::error::{Error, FieldError, Result};
-use crate::event::{EventInput, Now};
+use crate::event::EventInput;
 use crate::limits::Class;
 use crate::metrics::Delivery;
 use crate::store::Outcome;
@@ -49,9 +49,8 @@ impl Native {
         let inputs = vec![input];
         self.state.auth.check_publish_all(&caller, &inputs)?;
         if run_async {
-            self.state
-                .ingest
-                .prepare(inputs[0].clone(), Now::system())?;
+            // Refused here, before the write path: counted as it would count it.
+            self.state.ingest.precheck(inputs[0].clone())?;
             let job_id = self.state.jobs.submit(caller.subject, inputs).await?;
             return Ok(PublishResponse {
                 job_id,

@@ -3,11 +3,18 @@
 //! and login rejections, hub readers and lag, jobs) are read when
 //! `/metrics` is scraped instead of being counted a second time.
 //!
+//! Rooms and streams are named in the exposition only when that tells an
+//! anonymous scraper nothing about who is online: every `user:<sub>` room
+//! and `admin` are summed as [`PRIVATE_ROOMS`], the server's own `_…`
+//! streams are left out, and past the [`MAX_LABEL_VALUES`] busiest the rest
+//! are summed as [`OTHER`].
+//!
 //! Locking: `sources` is written twice (attach, detach) and read for the
 //! length of one scrape; `failed` is locked to add one failure or to copy
-//! the map. Neither is held across an await.
+//! the map; `ws_rooms` to count one join or leave, or to copy the map.
+//! None is held across an await.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::collector::Collector;
@@ -16,7 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::{MAX_LABEL_VALUES, OTHER};
+use super::{MAX_LABEL_VALUES, OTHER, PRIVATE_ROOMS};
 use crate::app::{Connections, Transport};
 use crate::auth::Auth;
 use crate::hub::Hub;
@@ -41,9 +48,32 @@ pub struct Sources {
 #[derive(Default)]
 pub(super) struct Live {
     sources: RwLock<Option<Sources>>,
-    /// `events_ingested_failed_total` by reason; `rate_limited` is added at
-    /// scrape time from the publish rate limiter.
+    /// `events_ingested_failed_total` by reason; the publish rate limiter's
+    /// rejections are added to `rate_limited` at scrape time.
     failed: Mutex<BTreeMap<&'static str, u64>>,
+    /// WebSocket connections per joined room (`RoomMembership`), for
+    /// `realtime_websocket_connections_per_room`; rooms without one are
+    /// removed, so the map is bounded by the open memberships.
+    ws_rooms: Mutex<HashMap<Box<str>, usize>>,
+}
+
+/// Counts one WebSocket connection in one room until dropped (on
+/// `room:leave` or when the connection ends).
+pub struct RoomMembership {
+    live: Arc<Live>,
+    room: Box<str>,
+}
+
+impl Drop for RoomMembership {
+    fn drop(&mut self) {
+        let mut rooms = self.live.ws_rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = rooms.get_mut(&self.room) {
+            *n -= 1;
+            if *n == 0 {
+                rooms.remove(&self.room);
+            }
+        }
+    }
 }
 
 /// Detaches the sources when dropped, which breaks the cycle
@@ -60,6 +90,19 @@ impl Live {
     pub(super) fn attach(self: &Arc<Self>, sources: Sources) -> Attached {
         *self.sources.write().unwrap_or_else(|e| e.into_inner()) = Some(sources);
         Attached(self.clone())
+    }
+
+    pub(super) fn joined(self: &Arc<Self>, room: &str) -> RoomMembership {
+        *self
+            .ws_rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(room.into())
+            .or_default() += 1;
+        RoomMembership {
+            live: self.clone(),
+            room: room.into(),
+        }
     }
 
     pub(super) fn failed(&self, reason: &'static str, n: u64) {
@@ -126,23 +169,37 @@ fn gauge(v: usize) -> ConstGauge<u64> {
 impl Collector for Live {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sources = self.sources.read().unwrap_or_else(|e| e.into_inner());
-        let mut failed: Vec<(&str, u64)> = self
+        let mut failed = self
             .failed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
+            .clone();
         if let Some(s) = sources.as_ref() {
-            failed.push(("rate_limited", s.rate_limits.rejected(Class::Publish)));
+            // Added, not pushed: one series even if a door ever records
+            // `rate_limited` through `Metrics::ingest_failed`.
+            *failed.entry("rate_limited").or_default() += s.rate_limits.rejected(Class::Publish);
         }
+        let failed: Vec<(&str, u64)> = failed.into_iter().collect();
         labelled(
             &mut e,
             "events_ingested_failed",
-            "Events refused, by error code (validation codes, storage_error, …; rate_limited counts refused publish requests)",
+            FAILED_HELP,
             MetricType::Counter,
             "reason",
             &failed,
+        )?;
+        let ws_rooms = {
+            let rooms = self.ws_rooms.lock().unwrap_or_else(|e| e.into_inner());
+            capped_rooms(rooms.iter().map(|(r, n)| (&**r, *n)))
+        };
+        labelled(
+            &mut e,
+            "realtime_websocket_connections_per_room",
+            "WebSocket connections per joined room: the 64 busiest by name, `user:*` for every \
+             per-user room and `admin`, the rest as `(other)`; server `_…` rooms left out",
+            MetricType::Gauge,
+            "room",
+            &as_series(&ws_rooms),
         )?;
         let Some(s) = sources.as_ref() else {
             return Ok(());
@@ -177,15 +234,16 @@ fn connections(e: &mut DescriptorEncoder, s: &Sources) -> Result<(), std::fmt::E
         "Open WebSocket connections made with credentials",
         gauge(c.authenticated()),
     )?;
-    let rooms = capped_rooms(s.hub.clients());
-    let rooms: Vec<(&str, u64)> = rooms.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+    let clients = s.hub.clients();
+    let readers = capped_rooms(clients.iter().map(|(r, n)| (r.as_str(), *n)));
     labelled(
         e,
-        "realtime_websocket_connections_per_room",
-        "Readers per room (stream), the 64 busiest by name, the rest as `other`",
+        "tidings_stream_readers",
+        "Open subscriptions per stream, every transport: the 64 busiest by name, `user:*` for \
+         every per-user stream and `admin`, the rest as `(other)`; server `_…` streams left out",
         MetricType::Gauge,
-        "room",
-        &rooms,
+        "stream",
+        &as_series(&readers),
     )?;
     let per_transport = [
         ("sse", Transport::Sse),
@@ -210,17 +268,45 @@ fn connections(e: &mut DescriptorEncoder, s: &Sources) -> Result<(), std::fmt::E
     )
 }
 
-/// At most [`MAX_LABEL_VALUES`] rooms, the busiest (ties by name), then
-/// the rest summed as [`OTHER`] (always there, 0 when nothing overflows, so
-/// the family exists on an idle server too).
-fn capped_rooms(clients: std::collections::HashMap<String, usize>) -> Vec<(String, u64)> {
-    let mut rooms: Vec<(String, usize)> = clients.into_iter().collect();
-    rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let rest: usize = rooms.iter().skip(MAX_LABEL_VALUES).map(|r| r.1).sum();
-    rooms.truncate(MAX_LABEL_VALUES);
-    let mut out: Vec<(String, u64)> = rooms.into_iter().map(|(r, n)| (r, n as u64)).collect();
+/// What `events_ingested_failed_total` counts (the rule every door follows).
+const FAILED_HELP: &str = "Events refused, by error code: events refused by validation (each bad event \
+    under its first problem's code, the valid events of the same all-or-none request as \
+    batch_rejected), by limits (batch_too_large, empty_batch) or by storage (storage_error, \
+    shutting_down), at every door (HTTP sync and async, broadcast, gRPC, jobs); rate_limited \
+    counts refused publish requests. Not counted: bodies that are not JSON, 401 and 403";
+
+/// Rooms (or streams) by readers, for a gauge: [`PRIVATE_ROOMS`] sums
+/// `user:…` and `admin`, `_…` are left out, at most [`MAX_LABEL_VALUES`]
+/// others by name (the busiest, ties by name), then the rest summed as
+/// [`OTHER`]. The two synthetic series are always there (0 when empty), so
+/// the family exists on an idle server too.
+fn capped_rooms<'a>(rooms: impl IntoIterator<Item = (&'a str, usize)>) -> Vec<(String, u64)> {
+    let mut private = 0;
+    let mut named: Vec<(&str, usize)> = Vec::new();
+    for (room, n) in rooms {
+        if room.starts_with('_') {
+            continue;
+        }
+        if room.starts_with("user:") || room == "admin" {
+            private += n;
+        } else {
+            named.push((room, n));
+        }
+    }
+    named.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let rest: usize = named.iter().skip(MAX_LABEL_VALUES).map(|r| r.1).sum();
+    named.truncate(MAX_LABEL_VALUES);
+    let mut out: Vec<(String, u64)> = named
+        .into_iter()
+        .map(|(r, n)| (r.to_owned(), n as u64))
+        .collect();
+    out.push((PRIVATE_ROOMS.to_owned(), private as u64));
     out.push((OTHER.to_owned(), rest as u64));
     out
+}
+
+fn as_series(rooms: &[(String, u64)]) -> Vec<(&str, u64)> {
+    rooms.iter().map(|(r, n)| (r.as_str(), *n)).collect()
 }
 
 /// The store's size and the retention totals.
@@ -367,13 +453,27 @@ mod tests {
 
     #[test]
     fn rooms_are_capped_busiest_first() {
-        let clients = (0..100).map(|i| (format!("r{i:03}"), i)).collect();
-        let rooms = capped_rooms(clients);
-        assert_eq!(rooms.len(), MAX_LABEL_VALUES + 1);
+        let clients: Vec<(String, usize)> = (0..100).map(|i| (format!("r{i:03}"), i)).collect();
+        let rooms = capped_rooms(clients.iter().map(|(r, n)| (r.as_str(), *n)));
+        assert_eq!(rooms.len(), MAX_LABEL_VALUES + 2);
         assert_eq!(rooms[0], ("r099".to_owned(), 99));
         let other: u64 = (0..100 - MAX_LABEL_VALUES as u64).sum();
         assert_eq!(rooms.last(), Some(&(OTHER.to_owned(), other)));
-        let few = capped_rooms([("a".to_owned(), 1)].into_iter().collect());
-        assert_eq!(few, vec![("a".to_owned(), 1), (OTHER.to_owned(), 0)]);
+        let few = capped_rooms([("a", 1)]);
+        let want = [("a", 1), (PRIVATE_ROOMS, 0), (OTHER, 0)].map(|(r, n)| (r.to_owned(), n));
+        assert_eq!(few, want);
+    }
+
+    #[test]
+    fn private_rooms_are_summed_and_server_streams_left_out() {
+        let rooms = capped_rooms([
+            ("user:bob", 1),
+            ("user:ann", 2),
+            ("admin", 1),
+            ("_jobs", 3),
+            ("other", 4),
+        ]);
+        let want = [("other", 4), (PRIVATE_ROOMS, 4), (OTHER, 0)].map(|(r, n)| (r.to_owned(), n));
+        assert_eq!(rooms, want);
     }
 }

@@ -15,6 +15,14 @@
 //! first ones seen (rooms: the busiest at scrape time); the rest are
 //! counted under [`OTHER`].
 //!
+//! Synthetic label values are written in parentheses — [`OTHER`] `(other)`
+//! for the overflow, [`NO_SOURCE`] `(none)` for an event without a source —
+//! and the per-user rooms are summed as [`PRIVATE_ROOMS`] `user:*`. None of
+//! them is a valid stream name or HTTP method, so a room, stream or method
+//! never collides with them. Event types and sources are free text: a
+//! producer value equal to a synthetic one is counted under it (one series,
+//! never two with the same labels).
+//!
 //! Locking: the registry is only read (encoded) after start; families lock
 //! internally for the instant a label set is looked up; [`Capped`] holds its
 //! `RwLock` for one map lookup.
@@ -32,7 +40,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-pub use collector::{Attached, Sources};
+pub use collector::{Attached, RoomMembership, Sources};
 use labels::Capped;
 
 use crate::error::Error;
@@ -44,20 +52,68 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// Most distinct values one producer-chosen label (event type, source,
 /// room, error type) takes; later values are counted under [`OTHER`].
 pub const MAX_LABEL_VALUES: usize = 64;
-/// The label value that collects everything past [`MAX_LABEL_VALUES`].
-pub const OTHER: &str = "other";
-/// The `source` label of events published without one.
-pub const NO_SOURCE: &str = "none";
+/// The label value that collects everything past [`MAX_LABEL_VALUES`] (and
+/// values no series may carry: empty, or over 128 bytes). The parentheses
+/// make it an invalid stream name and HTTP method.
+pub const OTHER: &str = "(other)";
+/// The `source` label of events published without one (or with an empty one).
+pub const NO_SOURCE: &str = "(none)";
+/// The `room`/`stream` label summing every per-user stream (`user:<sub>`)
+/// and `admin`: their names would tell an anonymous scraper who is online.
+/// `*` makes it an invalid stream name.
+pub const PRIVATE_ROOMS: &str = "user:*";
 
-/// WebSocket message types received, as counted (anything else: `unknown`).
-const WS_RECEIVED: [&str; 6] = [
+/// WebSocket messages received, as counted: the protocol's client message
+/// types ([`CLIENT_TYPES`] of them), then `binary` frames, JSON objects of
+/// an `unknown` type, and text that is not a JSON object (`invalid`).
+const WS_RECEIVED: [&str; 7] = [
     "system:ping",
     "room:join",
     "room:leave",
     "room:ack",
+    "binary",
     "unknown",
     "invalid",
 ];
+/// `WS_RECEIVED[..CLIENT_TYPES]` are the client message types.
+const CLIENT_TYPES: usize = 4;
+const RECEIVED_BINARY: usize = index_of(&WS_RECEIVED, "binary");
+const RECEIVED_UNKNOWN: usize = index_of(&WS_RECEIVED, "unknown");
+const RECEIVED_INVALID: usize = index_of(&WS_RECEIVED, "invalid");
+const SENT_GAP: usize = index_of(&WS_SENT, "system:gap");
+const SENT_EVENT: usize = index_of(&WS_SENT, "event");
+const SENT_OTHER: usize = index_of(&WS_SENT, OTHER);
+
+/// The position of `name` in `list`; a name missing from it fails the build.
+const fn index_of(list: &[&str], name: &str) -> usize {
+    let mut i = 0;
+    while i < list.len() {
+        let (a, b) = (list[i].as_bytes(), name.as_bytes());
+        let mut same = a.len() == b.len();
+        let mut j = 0;
+        while same && j < a.len() {
+            same = a[j] == b[j];
+            j += 1;
+        }
+        if same {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a message type missing from its list")
+}
+
+/// A WebSocket message received from a client, as counted.
+#[derive(Debug, Clone, Copy)]
+pub enum WsReceived<'a> {
+    /// A JSON object; its `type` (`""` when it has none).
+    Typed(&'a str),
+    /// Text that is not a JSON object.
+    Invalid,
+    /// A binary frame (refused: the protocol is JSON text).
+    Binary,
+}
+
 /// WebSocket message types sent; every event frame counts as `event`.
 const WS_SENT: [&str; 9] = [
     "system:connected",
@@ -123,6 +179,8 @@ struct Inner {
     event_types: Capped,
     /// Interned `source` values of `ingested`.
     event_sources: Capped,
+    /// [`NO_SOURCE`], shared by every event without a source.
+    no_source: Arc<str>,
     /// `realtime_messages_sent_total{type}`, one handle per [`WS_SENT`] entry.
     ws_sent: Vec<Counter>,
     /// `realtime_messages_received_total{type}`, one per [`WS_RECEIVED`] entry.
@@ -183,6 +241,15 @@ fn method_label(method: &str) -> &'static str {
 pub struct EventLabels {
     r#type: Arc<str>,
     source: Arc<str>,
+}
+
+/// An event's `source` label before validation ([`Metrics::source_label`]).
+#[derive(Debug)]
+pub enum SourceLabel {
+    /// Interned already (or pooled: absent, `(other)`).
+    Known(Arc<str>),
+    /// Not seen yet: admitted once the event is valid.
+    New(Box<str>),
 }
 
 impl EventLabels {
@@ -268,7 +335,7 @@ impl Metrics {
         let ingested = Family::<EventLabels, Counter>::default();
         r.register(
             "events_ingested",
-            "Events stored, by type and source (at most 64 values each, then `other`; `none`: no source)",
+            "Events stored, by type and source (at most 64 values each, then `(other)`; `(none)`: no source)",
             ingested.clone(),
         );
         let ws_sent = fixed(
@@ -281,7 +348,7 @@ impl Metrics {
         let ws_received = fixed(
             &mut r,
             "realtime_messages_received",
-            "WebSocket messages received, by type (`unknown` type, `invalid` JSON)",
+            "WebSocket messages received, by type (`binary` frames, `unknown` type, `invalid`: not a JSON object)",
             &WS_RECEIVED,
             |t| StaticLabel { r#type: t },
         );
@@ -356,6 +423,7 @@ impl Metrics {
             ingested,
             event_types: Capped::new(),
             event_sources: Capped::new(),
+            no_source: NO_SOURCE.into(),
             ws_sent,
             ws_received,
             notifications,
@@ -401,11 +469,29 @@ impl Metrics {
             .inc();
     }
 
-    /// The labels an event will be counted under once stored.
-    pub fn event_labels(&self, event_type: &str, source: Option<&str>) -> EventLabels {
+    /// An event's `source` label, looked up before validation consumes the
+    /// input; a value not seen yet is kept (copied) and admitted only by
+    /// [`Metrics::event_labels`], so refused events take no label slot.
+    pub fn source_label(&self, source: Option<&str>) -> SourceLabel {
+        match source.filter(|s| !s.is_empty()) {
+            None => SourceLabel::Known(self.0.no_source.clone()),
+            Some(s) => match self.0.event_sources.known(s) {
+                Some(v) => SourceLabel::Known(v),
+                None => SourceLabel::New(s.into()),
+            },
+        }
+    }
+
+    /// The labels a valid event will be counted under once stored. Call it
+    /// only for events that passed validation: a new value takes one of the
+    /// [`MAX_LABEL_VALUES`] slots for good.
+    pub fn event_labels(&self, event_type: &str, source: SourceLabel) -> EventLabels {
         EventLabels {
             r#type: self.0.event_types.resolve(event_type),
-            source: self.0.event_sources.resolve(source.unwrap_or(NO_SOURCE)),
+            source: match source {
+                SourceLabel::Known(v) => v,
+                SourceLabel::New(s) => self.0.event_sources.resolve(&s),
+            },
         }
     }
 
@@ -453,15 +539,15 @@ impl Metrics {
         }
     }
 
-    /// Counts one WebSocket message received, by its `type` (`None`: not
-    /// a JSON object).
-    pub fn ws_received(&self, message_type: Option<&str>) {
-        let i = match message_type {
-            None => WS_RECEIVED.len() - 1,
-            Some(t) => WS_RECEIVED[..4]
+    /// Counts one WebSocket message received.
+    pub fn ws_received(&self, message: WsReceived<'_>) {
+        let i = match message {
+            WsReceived::Binary => RECEIVED_BINARY,
+            WsReceived::Invalid => RECEIVED_INVALID,
+            WsReceived::Typed(t) => WS_RECEIVED[..CLIENT_TYPES]
                 .iter()
                 .position(|k| *k == t)
-                .unwrap_or(WS_RECEIVED.len() - 2),
+                .unwrap_or(RECEIVED_UNKNOWN),
         };
         self.0.ws_received[i].inc();
     }
@@ -471,16 +557,22 @@ impl Metrics {
         let i = WS_SENT
             .iter()
             .position(|k| *k == message_type)
-            .unwrap_or(WS_SENT.len() - 1);
+            .unwrap_or(SENT_OTHER);
         self.0.ws_sent[i].inc();
     }
 
-    /// Counts a batch of items handed to a reader: its events as
-    /// deliveries, its gaps as notices (and, on WebSockets, each as a
-    /// message sent).
+    /// Counts a batch of items handed to a reader whole: its events as
+    /// deliveries, its gaps as notices (see [`Metrics::delivered_counts`]).
     pub fn delivered(&self, via: Delivery, items: &[Item]) {
-        let events = items.iter().filter(|i| matches!(i, Item::Event(_))).count() as u64;
-        let gaps = items.len() as u64 - events;
+        let events = items.iter().filter(|i| matches!(i, Item::Event(_))).count();
+        self.delivered_counts(via, events, items.len() - events);
+    }
+
+    /// Counts `events` events and `gaps` gap notices sent to a reader (on
+    /// WebSockets, each also as a message sent). Only what was sent: a
+    /// transport that drops an item does not count it.
+    pub fn delivered_counts(&self, via: Delivery, events: usize, gaps: usize) {
+        let (events, gaps) = (events as u64, gaps as u64);
         if events > 0 {
             self.0.deliveries[via as usize].inc_by(events);
         }
@@ -489,12 +581,18 @@ impl Metrics {
         }
         if via == Delivery::WebSocket {
             if events > 0 {
-                self.0.ws_sent[7].inc_by(events);
+                self.0.ws_sent[SENT_EVENT].inc_by(events);
             }
             if gaps > 0 {
-                self.0.ws_sent[3].inc_by(gaps);
+                self.0.ws_sent[SENT_GAP].inc_by(gaps);
             }
         }
+    }
+
+    /// Counts one WebSocket connection in `room` until the membership
+    /// drops (leave or close): `realtime_websocket_connections_per_room`.
+    pub fn ws_joined(&self, room: &str) -> RoomMembership {
+        self.0.live.joined(room)
     }
 
     /// Counts one notification stored by a realtime RPC.
