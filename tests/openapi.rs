@@ -4,7 +4,8 @@
 //! `src/api` registers (scanned from the `.route("…", method(…))` calls),
 //! and the server answers every documented path with a handler, not the
 //! fallback; `/api/docs` is Swagger UI served from the binary, with no
-//! external URL.
+//! external URL, `/api/docs/` redirects to it, and its assets carry an ETag
+//! that answers a revalidation with 304.
 
 mod common;
 
@@ -123,11 +124,13 @@ async fn the_document_is_openapi_3_1_and_self_contained() {
             "{what}: no tag"
         );
         let responses = op["responses"].as_object().expect("responses");
+        // A success, or a redirect for a route that only sends the client
+        // elsewhere (`/api/docs/`).
         assert!(
             responses
                 .keys()
-                .any(|s| s.starts_with('1') || s.starts_with('2')),
-            "{what}: no success response"
+                .any(|s| s.starts_with('1') || s.starts_with('2') || s.starts_with('3')),
+            "{what}: no success or redirect response"
         );
         let errors_use_error_body = responses
             .iter()
@@ -375,6 +378,9 @@ async fn the_docs_page_is_served_from_the_binary_with_no_external_url() {
         !init.contains("http://") && !init.contains("https://"),
         "{init}"
     );
+    // Pasted tokens are not kept in the browser's localStorage.
+    let compact: String = init.split_whitespace().collect();
+    assert!(!compact.contains("\"persistAuthorization\":true"), "{init}");
     let spec = reqwest::get(page_url.join("openapi.json").unwrap())
         .await
         .unwrap();
@@ -385,5 +391,101 @@ async fn the_docs_page_is_served_from_the_binary_with_no_external_url() {
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_docs_path_with_a_trailing_slash_redirects_to_the_page() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let slash = reqwest::Url::parse(&server.url("/api/docs/")).unwrap();
+    let response = client.get(slash.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 308);
+    let location = response.headers()["location"].to_str().unwrap();
+    assert_eq!(
+        slash.join(location).unwrap().path(),
+        "/api/docs",
+        "{location}"
+    );
+
+    // A browser following it gets the page, and the page's assets resolve.
+    let page = reqwest::get(slash).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.url().path(), "/api/docs");
+    assert!(page.text().await.unwrap().contains("swagger-ui-bundle.js"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn docs_assets_carry_an_etag_and_answer_if_none_match_with_304() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    for file in [
+        "swagger-ui-bundle.js",
+        "swagger-initializer.js",
+        "swagger-ui.css",
+    ] {
+        let url = server.url(&format!("/api/docs/{file}"));
+        let first = client.get(&url).send().await.unwrap();
+        assert_eq!(first.status(), 200, "{file}");
+        assert_eq!(
+            first.headers()["cache-control"],
+            "public, max-age=3600",
+            "{file}"
+        );
+        let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2,
+            "{file}: {etag}"
+        );
+        let body = first.bytes().await.unwrap();
+        assert!(!body.is_empty(), "{file}");
+
+        // The same file again: the same tag, computed once.
+        let again = client.get(&url).send().await.unwrap();
+        assert_eq!(again.headers()["etag"].to_str().unwrap(), etag, "{file}");
+        assert_eq!(again.bytes().await.unwrap(), body, "{file}");
+
+        for if_none_match in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"other\", {etag}"),
+            "*".to_owned(),
+        ] {
+            let cached = client
+                .get(&url)
+                .header("if-none-match", &if_none_match)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                cached.status(),
+                304,
+                "{file} with If-None-Match: {if_none_match}"
+            );
+            assert_eq!(cached.headers()["etag"].to_str().unwrap(), etag, "{file}");
+            assert_eq!(
+                cached.headers()["cache-control"],
+                "public, max-age=3600",
+                "{file}"
+            );
+            assert!(
+                cached.bytes().await.unwrap().is_empty(),
+                "{file}: a 304 has no body"
+            );
+        }
+
+        let stale = client
+            .get(&url)
+            .header("if-none-match", "\"0123456789abcdef\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200, "{file} with a stale tag");
+        assert_eq!(stale.bytes().await.unwrap(), body, "{file}");
+    }
     server.stop().await;
 }

@@ -1,20 +1,24 @@
 //! API documentation: the OpenAPI 3.1 document generated from the handlers'
 //! `#[utoipa::path]` attributes, at `GET /api/openapi.json`, and Swagger UI
 //! at `GET /api/docs`, its assets embedded in the binary (no CDN: the page
-//! works on a box without internet). Errors every operation shares (rate
-//! limit, timeout, bad credentials, unreadable body) and the security
-//! schemes are added here, once, by [`Shared`]; each handler's attribute
-//! lists its own answers.
+//! works on a box without internet) and served with an ETag, so a browser
+//! revalidates the ~1.5 MB bundle instead of downloading it again. Errors
+//! every operation shares (rate limit, timeout, bad credentials, unreadable
+//! body) and the security schemes are added here, once, by [`Shared`]; each
+//! handler's attribute lists its own answers.
 
 pub mod schemas;
 
-use std::sync::{Arc, OnceLock};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+use sha2::{Digest, Sha256};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
@@ -84,11 +88,11 @@ use crate::error::{Error, Result};
         super::health::health,
         super::health::live,
         super::health::ready,
-        ready_alias,
         super::health::detailed,
         super::metrics::metrics,
         openapi_json,
         docs_page,
+        docs_slash,
         docs_asset,
     ),
     components(schemas(ErrorBody)),
@@ -112,6 +116,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/openapi.json", get(openapi_json))
         .route("/api/docs", get(docs_page))
+        .route("/api/docs/", get(docs_slash))
         .route("/api/docs/{file}", get(docs_asset))
 }
 
@@ -176,20 +181,106 @@ async fn docs_page() -> Html<&'static str> {
     Html(PAGE)
 }
 
+/// Where `/api/docs/` sends the browser: relative, so that a proxy's path
+/// prefix is kept, like the page's assets.
+const DOCS_SLASH_TARGET: &str = "../docs";
+
+/// # `GET /api/docs/`
+///
+/// The page's relative asset paths would resolve under `/api/docs/docs/`
+/// from here, so the trailing slash is redirected away.
+#[utoipa::path(
+    get,
+    path = "/api/docs/",
+    tag = "operations",
+    security(()),
+    responses((status = 308, description = "To the page, `/api/docs`", headers(
+        ("Location" = String, description = "`../docs`: `/api/docs`, relative to this URL"))))
+)]
+async fn docs_slash() -> Redirect {
+    Redirect::permanent(DOCS_SLASH_TARGET)
+}
+
 /// Swagger UI's settings: the document next to the page (relative, like
-/// the assets), no online validator (it would call swagger.io).
+/// the assets), no online validator (it would call swagger.io), and
+/// authorizations forgotten with the tab: a pasted bearer token is not
+/// kept in the browser's localStorage.
 fn swagger_config() -> Arc<Config<'static>> {
-    static CONFIG: OnceLock<Arc<Config<'static>>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            Arc::new(
-                Config::new(["openapi.json"])
-                    .validator_url("none")
-                    .persist_authorization(true)
-                    .display_request_duration(true),
-            )
-        })
-        .clone()
+    Arc::new(
+        Config::new(["openapi.json"])
+            .validator_url("none")
+            .persist_authorization(false)
+            .display_request_duration(true),
+    )
+}
+
+/// How long a browser may use an asset before revalidating it. Not
+/// `immutable`: the URLs carry no version, so an upgrade changes the
+/// files under the same names (and their ETags).
+const ASSET_CACHE_CONTROL: &str = "public, max-age=3600";
+
+/// One of Swagger UI's files, ready to send.
+#[derive(Clone)]
+struct Asset {
+    /// Borrowed from the binary, except the initializer (built once from
+    /// [`swagger_config`]).
+    body: Bytes,
+    content_type: HeaderValue,
+    gzipped: bool,
+    /// A strong ETag: the first 16 bytes of the body's SHA-256, in hex.
+    etag: HeaderValue,
+}
+
+/// The asset called `file`, prepared on its first request and kept; `None`
+/// for names Swagger UI does not have (they are not kept, so the cache
+/// holds at most the bundle's few files).
+fn asset(file: &str) -> Result<Option<Asset>> {
+    static ASSETS: OnceLock<Mutex<HashMap<String, Asset>>> = OnceLock::new();
+    let assets = ASSETS.get_or_init(Default::default);
+    if let Some(found) = assets
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(file)
+    {
+        return Ok(Some(found.clone()));
+    }
+    let served = utoipa_swagger_ui::serve(file, swagger_config())
+        .map_err(|e| Error::Internal(format!("serving {file}: {e}")))?;
+    let Some(served) = served else {
+        return Ok(None);
+    };
+    let body = match served.bytes {
+        Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+        Cow::Owned(bytes) => Bytes::from(bytes),
+    };
+    let digest = Sha256::digest(&body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let asset = Asset {
+        content_type: HeaderValue::from_str(&served.content_type)
+            .map_err(|e| Error::Internal(format!("content type of {file}: {e}")))?,
+        etag: HeaderValue::from_str(&format!("\"{hex}\""))
+            .map_err(|e| Error::Internal(format!("ETag of {file}: {e}")))?,
+        gzipped: served.gzpipped,
+        body,
+    };
+    assets
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(file.to_owned(), asset.clone());
+    Ok(Some(asset))
+}
+
+/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110
+/// 13.1.2), or is `*`.
+fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = etag.as_bytes();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/").as_bytes() == ours)
 }
 
 /// # `GET /api/docs/{file}`
@@ -201,52 +292,59 @@ fn swagger_config() -> Arc<Config<'static>> {
     tag = "operations",
     security(()),
     params(("file" = String, Path, description = "An asset of the page, e.g. `swagger-ui.css`")),
+    params(("If-None-Match" = Option<String>, Header, description = "The ETag of a copy the client has")),
     responses(
         (status = 200, description = "The file", content(
             (String = "text/javascript"), (String = "text/css"), (String = "text/html"),
-            (Vec<u8> = "image/png"), (Object = "application/json"))),
+            (Vec<u8> = "image/png"), (Object = "application/json")), headers(
+            ("ETag" = String, description = "The file's version"),
+            ("Cache-Control" = String, description = "`public, max-age=3600`"))),
+        (status = 304, description = "The client's copy (`If-None-Match`) is current", headers(
+            ("ETag" = String, description = "The file's version"))),
         (status = 404, description = "No such file", body = ErrorBody),
     )
 )]
-async fn docs_asset(ApiPath(file): ApiPath<String>) -> Result<Response> {
-    let served = utoipa_swagger_ui::serve(&file, swagger_config())
-        .map_err(|e| Error::Internal(format!("serving {file}: {e}")))?;
-    let Some(served) = served else {
+async fn docs_asset(ApiPath(file): ApiPath<String>, headers: HeaderMap) -> Result<Response> {
+    let Some(asset) = asset(&file)? else {
         return Err(Error::NotFound(format!(
             "no file {file:?} in the API documentation; open /api/docs"
         )));
     };
-    let mut response = (
-        [
-            (header::CONTENT_TYPE, served.content_type),
-            (header::CACHE_CONTROL, "no-cache".to_owned()),
-        ],
-        served.bytes.into_owned(),
-    )
-        .into_response();
-    if served.gzpipped {
-        response.headers_mut().insert(
-            header::CONTENT_ENCODING,
-            header::HeaderValue::from_static("gzip"),
-        );
-    }
+    let mut response = if not_modified(&headers, &asset.etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response =
+            ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response();
+        if asset.gzipped {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, asset.etag);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(ASSET_CACHE_CONTROL),
+    );
     Ok(response)
 }
 
-/// `GET /ready`: the same handler as `/health/ready`, documented again under
-/// its second path.
-#[utoipa::path(
-    get,
-    path = "/ready",
-    tag = "operations",
-    security(()),
-    responses(
-        (status = 200, description = "Ready", body = schemas::Readiness),
-        (status = 503, description = "Draining, or the store does not answer", body = schemas::Readiness),
-    )
-)]
-#[allow(dead_code)]
-fn ready_alias() {}
+/// `GET /ready` is `GET /health/ready` under a second path (one handler,
+/// two routes): its operation is copied, with its own id and summary.
+fn add_ready_alias(openapi: &mut utoipa::openapi::OpenApi) {
+    let paths = &mut openapi.paths.paths;
+    let Some(mut item) = paths.get("/health/ready").cloned() else {
+        return;
+    };
+    if let Some(op) = &mut item.get {
+        op.operation_id = Some("ready_alias".to_owned());
+        op.summary = Some("GET /ready".to_owned());
+        op.description = Some("The same as `GET /health/ready`.".to_owned());
+    }
+    paths.insert("/ready".to_owned(), item);
+}
 
 /// Adds what every operation shares: the security schemes, each operation's
 /// default security, and the errors any request can get.
@@ -336,6 +434,7 @@ impl Modify for Shared {
                 .responses
                 .insert(name.to_owned(), RefOr::T(error_response(name, description)));
         }
+        add_ready_alias(openapi);
         for (path, item) in openapi.paths.paths.iter_mut() {
             let ops = [
                 ("get", &mut item.get),
