@@ -92,9 +92,7 @@ pub struct SeedPollQuery {
     params(SeedPollQuery),
     responses(
         (status = 200, description = "At most 100 events; `hasMore` when more are waiting", body = super::docs::schemas::FeedAnswer),
-        (status = 400, description = "`invalid_cursor`, `invalid_query`", body = super::error::ErrorBody),
-        (status = 429, description = "`rate_limited`, or `too_many_connections` (long polls from this address)", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+        super::docs::schemas::SeedPollErrors,
     )
 )]
 pub async fn poll_events(
@@ -122,10 +120,8 @@ pub async fn poll_events(
     params(SeedPollQuery),
     responses(
         (status = 200, description = "At most 100 events; `hasMore` when more are waiting", body = super::docs::schemas::FeedAnswer),
-        (status = 400, description = "`invalid_cursor`, `invalid_query`", body = super::error::ErrorBody),
         (status = 401, description = "No credentials: the user feed needs a user", body = super::error::ErrorBody),
-        (status = 429, description = "`rate_limited`, or `too_many_connections` (long polls from this address)", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+        super::docs::schemas::SeedPollErrors,
     )
 )]
 pub async fn poll_user_events(
@@ -153,11 +149,9 @@ pub async fn poll_user_events(
     params(SeedPollQuery),
     responses(
         (status = 200, description = "At most 100 events; `hasMore` when more are waiting", body = super::docs::schemas::FeedAnswer),
-        (status = 400, description = "`invalid_cursor`, `invalid_query`", body = super::error::ErrorBody),
         (status = 401, description = "No credentials", body = super::error::ErrorBody),
         (status = 403, description = "Not an admin", body = super::error::ErrorBody),
-        (status = 429, description = "`rate_limited`, or `too_many_connections` (long polls from this address)", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
+        super::docs::schemas::SeedPollErrors,
     )
 )]
 pub async fn poll_admin_events(
@@ -338,16 +332,11 @@ fn answer(items: &[Item], after: u64, has_more: bool) -> Response {
     post,
     path = "/v1/internal/events/publish",
     tag = "telemetry",
-    description = "The seed's internal publish route. An anonymous caller on a loopback address, \
-        not behind a proxy, publishes as a PUBLISHER limited to `telemetry` and `orders` \
-        (unless `auth.internal_loopback_publish = false`); anyone else needs a PUBLISHER or ADMIN token.",
+    description = super::docs::schemas::INTERNAL_PUBLISH,
     request_body(content = super::docs::schemas::GenericEventBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = super::docs::schemas::SeedPublished),
-        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`: nothing stored", body = super::error::ErrorBody),
-        (status = 401, description = "An anonymous caller that is not local", body = super::error::ErrorBody),
-        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+        super::docs::schemas::InternalPublishErrors,
     )
 )]
 pub async fn publish_generic(
@@ -384,16 +373,11 @@ pub async fn publish_generic(
     post,
     path = "/v1/internal/events/order-status-change",
     tag = "telemetry",
-    description = "The seed's internal publish route. An anonymous caller on a loopback address, \
-        not behind a proxy, publishes as a PUBLISHER limited to `telemetry` and `orders` \
-        (unless `auth.internal_loopback_publish = false`); anyone else needs a PUBLISHER or ADMIN token.",
+    description = super::docs::schemas::INTERNAL_PUBLISH,
     request_body(content = super::docs::schemas::OrderStatusChangeBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = super::docs::schemas::SeedPublished),
-        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`: nothing stored", body = super::error::ErrorBody),
-        (status = 401, description = "An anonymous caller that is not local", body = super::error::ErrorBody),
-        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+        super::docs::schemas::InternalPublishErrors,
     )
 )]
 pub async fn publish_order_status_change(
@@ -426,16 +410,11 @@ pub async fn publish_order_status_change(
     post,
     path = "/v1/internal/events/new-order",
     tag = "telemetry",
-    description = "The seed's internal publish route. An anonymous caller on a loopback address, \
-        not behind a proxy, publishes as a PUBLISHER limited to `telemetry` and `orders` \
-        (unless `auth.internal_loopback_publish = false`); anyone else needs a PUBLISHER or ADMIN token.",
+    description = super::docs::schemas::INTERNAL_PUBLISH,
     request_body(content = super::docs::schemas::NewOrderBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = super::docs::schemas::SeedPublished),
-        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`: nothing stored", body = super::error::ErrorBody),
-        (status = 401, description = "An anonymous caller that is not local", body = super::error::ErrorBody),
-        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+        super::docs::schemas::InternalPublishErrors,
     )
 )]
 pub async fn publish_new_order(
@@ -463,16 +442,11 @@ pub async fn publish_new_order(
     post,
     path = "/v1/internal/events/order-update",
     tag = "telemetry",
-    description = "The seed's internal publish route. An anonymous caller on a loopback address, \
-        not behind a proxy, publishes as a PUBLISHER limited to `telemetry` and `orders` \
-        (unless `auth.internal_loopback_publish = false`); anyone else needs a PUBLISHER or ADMIN token.",
+    description = super::docs::schemas::INTERNAL_PUBLISH,
     request_body(content = super::docs::schemas::OrderUpdateBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = super::docs::schemas::SeedPublished),
-        (status = 400, description = "`invalid_event` (with `details`), `invalid_json`: nothing stored", body = super::error::ErrorBody),
-        (status = 401, description = "An anonymous caller that is not local", body = super::error::ErrorBody),
-        (status = 403, description = "The caller may not publish to the stream", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy` or `shutting_down`", body = super::error::ErrorBody),
+        super::docs::schemas::InternalPublishErrors,
     )
 )]
 pub async fn publish_order_update(

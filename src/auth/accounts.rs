@@ -36,7 +36,9 @@ const MAX_PATTERN_BYTES: usize = 128;
 const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// A user as listed (never the hash).
-#[derive(Debug, Clone, Serialize)]
+// Also the API's answer: `User` in the OpenAPI document.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserInfo {
     pub name: String,
     /// `ADMIN`, `PUBLISHER` or `USER`.
@@ -69,14 +71,21 @@ pub struct NewToken {
 }
 
 /// A token as listed (never the secret or its hash).
-#[derive(Debug, Clone, Serialize)]
+// Also the API's answer: `Token` in the OpenAPI document.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
+    /// `ADMIN`, `PUBLISHER` or `USER`.
     pub role: String,
+    /// Stream patterns it is limited to; `None` (`null`): the role decides.
+    #[schema(required = true)]
     pub streams: Option<Vec<String>>,
+    /// Unix seconds.
     pub created: i64,
-    /// Unix seconds; `None`: never.
+    /// Unix seconds; `None` (`null`): never.
+    #[schema(required = true)]
     pub expires_at: Option<i64>,
 }
 
@@ -94,10 +103,11 @@ impl From<TokenRecord> for TokenInfo {
 }
 
 /// A token just created: the secret is shown this once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub info: TokenInfo,
+    /// Send as `Authorization: Bearer …`.
     pub token: String,
 }
 

@@ -84,7 +84,7 @@ pub struct Options {
 
 /// What one pass did, answered by `POST /api/v1/admin/compact` and
 /// `tidings compact`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct PassReport {
     /// Unix seconds the pass judged expiry against.
     pub now: u64,
