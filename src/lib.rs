@@ -18,12 +18,14 @@
 //! - [`app`]: state, listener, shutdown.
 //! - [`control`]: the local control socket (`tidings user|token …`), server and client.
 //! - [`bench`]: the load generator behind `tidings bench`.
+//! - [`cli`]: the `tidings` command's `config` subcommand and log writer.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod error;

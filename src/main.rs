@@ -7,13 +7,16 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use tidings::auth::Roles;
 use tidings::auth::accounts::NewToken;
-use tidings::config::{self, Config, LogFormat, Overrides};
+use tidings::cli::config::{ConfigCommand, suggestion, warn_unknown};
+use tidings::cli::log;
+use tidings::config::{self, Config, Overrides};
 use tidings::control::Admin;
 
 #[derive(Parser)]
@@ -77,56 +80,6 @@ struct Target {
     /// Data directory (overrides file and environment).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// The effective configuration (defaults < file < environment < flags)
-    /// as TOML, secrets replaced by "REDACTED".
-    Print {
-        /// TOML configuration file.
-        #[arg(long, env = "TIDINGS_CONFIG")]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        flags: ServeFlags,
-    },
-    /// Validate a configuration as `serve` would, with the environment (and
-    /// the JWT public key file it names); exit 0 with one line when it is
-    /// usable, 2 with what to fix.
-    Check {
-        /// TOML configuration file (wins over --config and TIDINGS_CONFIG).
-        file: Option<PathBuf>,
-        /// TOML configuration file.
-        #[arg(long, env = "TIDINGS_CONFIG")]
-        config: Option<PathBuf>,
-        /// Unknown keys are errors, not warnings.
-        #[arg(long)]
-        strict: bool,
-        #[command(flatten)]
-        flags: ServeFlags,
-    },
-    /// A commented configuration file with every key at its default.
-    Default,
-}
-
-/// `serve`'s flags that override the configuration, for `config print|check`.
-#[derive(Args, Clone)]
-struct ServeFlags {
-    /// Listen address (overrides file and environment).
-    #[arg(long)]
-    listen: Option<String>,
-    /// Data directory (overrides file and environment).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-}
-
-impl ServeFlags {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            listen: self.listen.clone(),
-            data_dir: self.data_dir.clone(),
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -215,15 +168,17 @@ fn main() -> ExitCode {
             data_dir,
             demo,
         } => serve(config, Overrides { listen, data_dir }, demo),
-        Command::Config(cmd) => config_command(cmd),
+        Command::Config(cmd) => tidings::cli::config::run(cmd),
         Command::User(cmd) => accounts(Accounts::User(cmd)),
         Command::Token(cmd) => accounts(Accounts::Token(cmd)),
         Command::Migrate { target, status } => migrate(&target, status),
         Command::Compact { target } => compact(&target),
         Command::Bench(args) => {
-            init_tracing(&Config::default());
+            let logging = log::init(&Config::default().log);
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(tidings::bench::run(args)) {
+            let result = rt.block_on(tidings::bench::run(args));
+            logging.finish();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("bench failed: {e:#}");
@@ -243,16 +198,26 @@ fn serve(file: Option<PathBuf>, overrides: Overrides, demo: bool) -> ExitCode {
         }
     };
     config.streams.demo |= demo;
-    init_tracing(&config);
+    let logging = log::init(&config.log);
     for key in unknown {
         let hint = suggestion(&key);
         tracing::warn!(key, "unknown configuration key ignored{hint}");
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(config)) {
+    rt.spawn(log::warn_when_dropping(
+        logging.dropped(),
+        Duration::from_secs(60),
+    ));
+    let result = rt.block_on(run(config));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    drop(rt);
+    // Every queued line is written before the process exits.
+    logging.finish();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("tidings: {e:#}");
             ExitCode::FAILURE
         }
@@ -365,110 +330,6 @@ fn migrate(target: &Target, status_only: bool) -> ExitCode {
             eprintln!("tidings: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `tidings config print|check|default`.
-fn config_command(cmd: ConfigCommand) -> ExitCode {
-    match cmd {
-        ConfigCommand::Default => {
-            print!("{}", config::DEFAULT_TOML);
-            ExitCode::SUCCESS
-        }
-        ConfigCommand::Print { config, flags } => {
-            let (config, unknown) = match config::load(config.as_deref(), &flags.overrides()) {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    eprintln!("tidings: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            warn_unknown(&unknown);
-            let (text, redacted) = config::to_toml_redacted(&config);
-            println!("# The effective configuration: defaults < file < environment < flags.");
-            if !redacted.is_empty() {
-                println!("# Redacted (secrets): {}", redacted.join(", "));
-            }
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        ConfigCommand::Check {
-            file,
-            config,
-            strict,
-            flags,
-        } => {
-            let file = file.or(config);
-            // The JWT key file is read at start too: a missing or bad one fails here.
-            let loaded = config::load(file.as_deref(), &flags.overrides()).and_then(|loaded| {
-                tidings::auth::jwt::Verifier::from_config(&loaded.0.auth).map(|_| loaded)
-            });
-            let (_, unknown) = match loaded {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    eprintln!("tidings: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if strict && !unknown.is_empty() {
-                for key in &unknown {
-                    eprintln!(
-                        "tidings: unknown configuration key {key}: remove it or correct its name{}",
-                        suggestion(key)
-                    );
-                }
-                return ExitCode::from(2);
-            }
-            warn_unknown(&unknown);
-            let what = match &file {
-                Some(f) => format!("{} is valid", f.display()),
-                None => "the configuration (defaults and environment) is valid".into(),
-            };
-            match unknown.len() {
-                0 => println!("OK: {what}"),
-                n => println!("OK: {what} ({n} unknown key(s) ignored)"),
-            }
-            ExitCode::SUCCESS
-        }
-    }
-}
-
-/// Unknown keys as warnings on standard error.
-fn warn_unknown(unknown: &[String]) {
-    for key in unknown {
-        eprintln!(
-            "tidings: warning: unknown configuration key {key} ignored{}",
-            suggestion(key)
-        );
-    }
-}
-
-/// `; did you mean storage.durability?` when a known key is close.
-fn suggestion(unknown: &str) -> String {
-    config::nearest_key(unknown)
-        .map(|known| format!("; did you mean {known}?"))
-        .unwrap_or_default()
-}
-
-/// Logs to standard error in `log.format`, filtered by `log.level`; access
-/// lines (`tidings::access`) are switched off by `log.access = false`.
-fn init_tracing(config: &Config) {
-    let mut filter = tracing_subscriber::EnvFilter::new(&config.log.level);
-    if !config.log.access {
-        filter = filter.add_directive(
-            format!("{}=off", tidings::api::observe::ACCESS_TARGET)
-                .parse()
-                .expect("a valid directive"),
-        );
-    }
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
     }
 }
 
@@ -852,16 +713,6 @@ mod tests {
             Ok(StreamList(vec!["orders.*".into(), "invoices".into()]))
         );
         assert!(parse_streams("a,,b").is_err());
-    }
-
-    #[test]
-    fn unknown_keys_get_the_nearest_known_one() {
-        assert_eq!(
-            suggestion("storage.durabilty"),
-            "; did you mean storage.durability?"
-        );
-        assert_eq!(suggestion("log.acess"), "; did you mean log.access?");
-        assert_eq!(suggestion("bogus"), "");
     }
 
     #[test]
