@@ -172,11 +172,25 @@ fn check_names_the_key_to_fix_and_exits_2() {
     check("listen = [\n", "TOML parse error at line 1");
     check(
         "metrics_listen = \"127.0.0.1:8080\"\n",
-        "metrics_listen 127.0.0.1:8080 is the address of listen",
+        "metrics_listen 127.0.0.1:8080 and listen 127.0.0.1:8080 cannot both bind",
     );
     check(
         "grpc_listen = \"127.0.0.1:9000\"\nmetrics_listen = \"127.0.0.1:9000\"\n",
-        "metrics_listen 127.0.0.1:9000 is the address of grpc_listen",
+        "metrics_listen 127.0.0.1:9000 and grpc_listen 127.0.0.1:9000 cannot both bind",
+    );
+    // An unspecified address takes the port on every interface.
+    check(
+        "listen = \"0.0.0.0:8080\"\ngrpc_listen = \"127.0.0.1:8080\"\n[auth]\nallow_anonymous = false\n",
+        "grpc_listen 127.0.0.1:8080 and listen 0.0.0.0:8080 cannot both bind",
+    );
+    check(
+        "metrics_listen = \"[::]:8080\"\n",
+        "metrics_listen [::]:8080 and listen 127.0.0.1:8080 cannot both bind",
+    );
+    // Metrics kept for admins are not served to everyone on another address.
+    check(
+        "metrics_listen = \"0.0.0.0:9100\"\n[auth]\nmetrics_anonymous = false\n",
+        "metrics_listen 0.0.0.0:9100 serves /metrics to anyone",
     );
     check(
         "[auth]\njwt_public_key = \"/nonexistent/jwt.pem\"\n",
@@ -187,6 +201,17 @@ fn check_names_the_key_to_fix_and_exits_2() {
         &format!("[auth]\njwt_public_key = \"{not_pem}\"\n"),
         "is not a PEM public key",
     );
+
+    // Admin-only metrics on a loopback metrics_listen, public ones anywhere:
+    // both fine, as are listeners on different ports of every address.
+    for text in [
+        "metrics_listen = \"127.0.0.1:9100\"\n[auth]\nmetrics_anonymous = false\n",
+        "metrics_listen = \"0.0.0.0:9100\"\ngrpc_listen = \"0.0.0.0:50051\"\n[auth]\nallow_anonymous = false\n",
+    ] {
+        let file = write(dir.path(), "ok.toml", text);
+        let out = tidings(&["config", "check", &file], &[]);
+        assert_eq!(out.status.code(), Some(0), "{text:?}: {}", stderr(&out));
+    }
 
     // A value from the environment is checked like one from the file.
     let file = write(dir.path(), "ok.toml", "");
@@ -204,6 +229,60 @@ fn check_names_the_key_to_fix_and_exits_2() {
     let out = tidings(&["config", "check", "/nonexistent/tidings.toml"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+#[test]
+fn syntax_errors_do_not_quote_secret_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "syntax-secret-0123456789abcdef0123456789";
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let check = |name: &str, text: &str, position: &str, quoted: Option<&str>| {
+        let file = write(dir.path(), name, text);
+        for args in [
+            vec!["config", "check", &file],
+            vec!["serve", "--config", &file, "--data-dir", data],
+        ] {
+            let out = tidings(&args, &[]);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(!err.contains(secret), "{args:?} printed the secret:\n{err}");
+            assert!(
+                err.starts_with(&format!("tidings: invalid configuration: {position}")),
+                "{args:?}: {err}"
+            );
+            assert!(err.ends_with('\n'), "{args:?}: {err:?}");
+            assert!(
+                !err.lines()
+                    .any(|l| l.starts_with(' ') && l.contains(" in ")),
+                "{args:?}: the file is named on the first line: {err:?}"
+            );
+            match quoted {
+                Some(line) => assert!(err.contains(line), "{args:?}: {err}"),
+                None => assert!(err.contains("not shown"), "{args:?}: {err}"),
+            }
+        }
+    };
+    // A missing closing quote, then the key given twice.
+    check(
+        "open.toml",
+        &format!("[auth]\njwt_secret = \"{secret}\njwt_issuer = \"i\"\n"),
+        "TOML parse error at line 2, column",
+        None,
+    );
+    check(
+        "twice.toml",
+        &format!("[auth]\njwt_secret = \"{secret}\"\njwt_secret = \"{secret}\"\n"),
+        "TOML parse error at line 3, column 1",
+        None,
+    );
+    // Other lines are quoted, to show where the mistake is.
+    check(
+        "array.toml",
+        "listen = [\n",
+        "TOML parse error at line 1, column",
+        Some("1 | listen = ["),
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! (`default.toml`, [`DEFAULT_TOML`]). Each component receives its own
 //! section (`StorageConfig`, `Limits`), never the whole `Config`.
 
+mod describe;
 mod render;
 mod validate;
 
@@ -13,6 +14,7 @@ pub use render::{DEFAULT_TOML, REDACTED, env_var, is_secret, keys, nearest_key, 
 
 use std::path::{Path, PathBuf};
 
+use describe::describe;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -468,13 +470,4 @@ pub fn load(
         serde_ignored::deserialize(&value, |path| unknown.push(path.to_string()));
     config.validate()?;
     Ok((config, unknown))
-}
-
-/// figment's messages, without its profile name in keys
-/// (`default.limits.batch_events` is `limits.batch_events` to an operator).
-fn describe(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| e.to_string().replace("key \"default.", "key \""))
-        .collect::<Vec<_>>()
-        .join("; ")
 }

@@ -9,6 +9,7 @@ impl Config {
     /// Checks values serde cannot: addresses, ranges, relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.distinct_listeners()?;
+        self.private_metrics_listener()?;
         let l = &self.limits;
         let positive = [
             ("limits.body_bytes", l.body_bytes),
@@ -183,13 +184,15 @@ impl Config {
         Ok(())
     }
 
-    /// `listen`, `grpc_listen` and `metrics_listen` parse and are three
-    /// different addresses (port 0, "any free port", may repeat).
+    /// `listen`, `grpc_listen` and `metrics_listen` parse and can be bound
+    /// together: no two on the same port of the same address, or of any
+    /// address when one of them is unspecified (`0.0.0.0`, `[::]`, which
+    /// take the port on every interface). Port 0, "any free port", may repeat.
     fn distinct_listeners(&self) -> Result<(), ConfigError> {
         let listen = self.listen_addr()?;
         let grpc = self.grpc_listen_addr()?;
         let metrics = self.metrics_listen_addr()?;
-        let same = |a: Option<SocketAddr>, b: Option<SocketAddr>| matches!((a, b), (Some(a), Some(b)) if a.port() != 0 && a == b);
+        let same = |a: Option<SocketAddr>, b: Option<SocketAddr>| matches!((a, b), (Some(a), Some(b)) if clash(a, b));
         for (key, addr, other, other_addr) in [
             ("grpc_listen", grpc, "listen", Some(listen)),
             ("metrics_listen", metrics, "listen", Some(listen)),
@@ -197,11 +200,33 @@ impl Config {
         ] {
             if same(addr, other_addr) {
                 return Err(ConfigError(format!(
-                    "{key} {} is the address of {other}; give it its own port or leave it out \
+                    "{key} {} and {other} {} cannot both bind (the same port, on the same address \
+                     or on every address); give {key} its own port or leave it out \
                      (gRPC and /metrics are served on listen too)",
-                    addr.expect("compared equal")
+                    addr.expect("compared equal"),
+                    other_addr.expect("compared equal")
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// `metrics_listen` serves `/metrics` without authentication; with
+    /// `auth.metrics_anonymous = false` (metrics are for admins) it must not
+    /// be reachable from other machines, or the metrics would be public
+    /// behind the operator's back.
+    fn private_metrics_listener(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = self.metrics_listen_addr()?
+            && !addr.ip().is_loopback()
+            && !self.auth.metrics_anonymous
+        {
+            return Err(ConfigError(format!(
+                "metrics_listen {addr} serves /metrics to anyone who can reach it, without \
+                 authentication, but auth.metrics_anonymous = false keeps metrics for admins: \
+                 bind metrics_listen to a loopback address (127.0.0.1:9100), leave it out and \
+                 scrape /metrics on listen with an admin token, or set \
+                 auth.metrics_anonymous = true if the metrics may be public"
+            )));
         }
         Ok(())
     }
@@ -239,6 +264,14 @@ impl Config {
             ))
         })
     }
+}
+
+/// Two listeners cannot both bind: the same port (not 0) on the same
+/// address, or on any address when one is unspecified.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Each entry is `"*"` or an origin like `https://app.example`.
@@ -300,6 +333,30 @@ mod tests {
         c.auth.allow_anonymous = None;
         c.auth.jwt_secret = Some("x".repeat(32));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn listeners_clash_on_a_port_of_any_address() {
+        let check = |a: &str, b: &str, want: bool| {
+            assert_eq!(
+                clash(a.parse().unwrap(), b.parse().unwrap()),
+                want,
+                "{a} {b}"
+            );
+            assert_eq!(
+                clash(b.parse().unwrap(), a.parse().unwrap()),
+                want,
+                "{b} {a}"
+            );
+        };
+        check("127.0.0.1:8080", "127.0.0.1:8080", true);
+        check("0.0.0.0:8080", "127.0.0.1:8080", true);
+        check("[::]:8080", "127.0.0.1:8080", true);
+        check("0.0.0.0:8080", "[::1]:8080", true);
+        check("127.0.0.1:8080", "127.0.0.2:8080", false);
+        check("127.0.0.1:8080", "[::1]:8080", false);
+        check("0.0.0.0:8080", "0.0.0.0:9090", false);
+        check("0.0.0.0:0", "127.0.0.1:0", false);
     }
 
     #[test]
