@@ -365,3 +365,64 @@ async fn pretty_lines_carry_the_request_id_and_access_lines_can_be_off() {
     );
     assert!(!log.contains(PASSWORD));
 }
+
+#[tokio::test]
+async fn websocket_lines_carry_the_request_id_of_their_upgrade() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    // A `room:ack` logs its commit at debug, from the connection's own task.
+    let mut server = LoggingServer::start(&[
+        ("TIDINGS_LOG__FORMAT", "json"),
+        ("TIDINGS_LOG__LEVEL", "info,tidings::api::consumers=debug"),
+    ]);
+    let http = reqwest::Client::new();
+    let ack: Value = http
+        .post(format!("{}/api/v1/events", server.base))
+        .json(&json!({"type": "order.created", "stream_id": "orders"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cursor = ack["id"].as_str().expect("an event id").to_owned();
+
+    let url = format!("{}/ws", server.base.replacen("http", "ws", 1));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-request-id", "ws-upgrade-9".parse().unwrap());
+    let (mut ws, res) = common::within(
+        "the WebSocket handshake",
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("WebSocket connect");
+    assert_eq!(res.headers()["x-request-id"], "ws-upgrade-9");
+    let msg = json!({"type": "room:ack", "payload": {"room": "orders", "consumer": "c1", "cursor": cursor}});
+    ws.send(Message::text(msg.to_string())).await.unwrap();
+    common::within("room:acked", Duration::from_secs(10), async {
+        while let Some(m) = ws.next().await {
+            let text = m
+                .expect("a WebSocket message")
+                .into_text()
+                .unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or_default();
+            assert_ne!(v["type"], "system:error", "{v}");
+            if v["type"] == "room:acked" {
+                return;
+            }
+        }
+        panic!("the WebSocket closed before room:acked");
+    })
+    .await;
+
+    let line = server.wait_for(|l| l.contains("consumer position committed"));
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["span"]["name"], "request", "{line}");
+    assert_eq!(line["span"]["request_id"], "ws-upgrade-9", "{line}");
+    assert_eq!(server.access_line("ws-upgrade-9")["fields"]["status"], 101);
+    drop(ws);
+    server.stop();
+}

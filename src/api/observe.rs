@@ -98,15 +98,13 @@ impl Access {
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let access = Access::begin(&mut req);
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    // A `MatchedPath` clone shares its string: no allocation per request.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let span = access.span();
     let mut res = next.run(req).instrument(span).await;
     let elapsed = access.started.elapsed();
     let status = res.status().as_u16();
-    let route = route.as_deref().unwrap_or("unmatched");
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     state
         .metrics
         .http_request(method.as_str(), route, status, elapsed);
@@ -120,7 +118,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             caller = %caller.get().unwrap_or("-"),
-            peer = %peer.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+            peer = %OrDash(*peer),
             "request"
         );
     }
@@ -154,7 +152,7 @@ pub async fn observe_grpc(mut req: Request, next: Next) -> Response {
             grpc_status,
             latency_ms = access.started.elapsed().as_secs_f64() * 1000.0,
             caller = %caller.get().unwrap_or("-"),
-            peer = %peer.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+            peer = %OrDash(*peer),
             "request"
         );
     }
@@ -162,14 +160,33 @@ pub async fn observe_grpc(mut req: Request, next: Next) -> Response {
     res
 }
 
+/// An optional value for a log field, `-` when absent, formatted without
+/// an intermediate `String`.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// A client-chosen id is kept when it is short printable ASCII.
 fn sane_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
 }
 
+/// 32 random hex digits, written in place (one allocation: the header's).
 fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u128 = rand::random();
-    HeaderValue::from_str(&format!("{n:032x}")).expect("hex is a valid header value")
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&digits).expect("hex is a valid header value")
 }
 
 /// Longest path (with query) an access line carries; the rest is cut.
@@ -326,5 +343,9 @@ mod tests {
         assert!(!sane_request_id(b""));
         assert!(!sane_request_id(b"has space"));
         assert!(!sane_request_id(&[b'a'; 129]));
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(id, new_request_id());
     }
 }

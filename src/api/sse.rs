@@ -5,12 +5,15 @@
 //! position). SSE never commits a position: the client acknowledges what it
 //! processed with `POST /api/v1/consumers/{name}/ack` (at-least-once).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
+use futures_util::Stream;
 use serde::Deserialize;
 
 use super::consumers;
@@ -145,8 +148,6 @@ fn open(
     let guard = state.connections.open(Transport::Sse, ip)?;
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
-    // The body is polled after the handler returns, outside its request span.
-    let span = tracing::Span::current();
     let body = async_stream::stream! {
         let _guard = guard;
         let mut sub = sub;
@@ -160,7 +161,7 @@ fn open(
                         yield Ok(frames(&items))
                     }
                     Err(e) => {
-                        tracing::debug!(parent: &span, error = %e, "SSE stream ends");
+                        tracing::debug!(error = %e, "SSE stream ends");
                         break;
                     }
                 },
@@ -169,6 +170,8 @@ fn open(
             }
         }
     };
+    // The body is polled after the handler returns, outside its request span.
+    let body = InSpan::new(body, tracing::Span::current());
     let mut response = Response::new(Body::from_stream(body));
     let h = response.headers_mut();
     h.insert(
@@ -180,6 +183,38 @@ fn open(
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     cors(h);
     Ok(response)
+}
+
+/// A stream polled inside a span, so the lines logged while it runs (the
+/// subscription's `subscriber lagged`, the stream's end) carry the request
+/// id: hyper polls a response body after its handler has returned, outside
+/// the handler's span. One box per stream; entering a span per poll is cheap.
+struct InSpan<S> {
+    inner: Pin<Box<S>>,
+    span: tracing::Span,
+}
+
+impl<S: Stream> InSpan<S> {
+    fn new(inner: S, span: tracing::Span) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            span,
+        }
+    }
+}
+
+impl<S: Stream> Stream for InSpan<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
 }
 
 /// The frames of one batch as one chunk, so a batch costs one write. Each
@@ -202,5 +237,27 @@ fn frame(item: &Item) -> Bytes {
         Item::Gap { from, to } => Bytes::from(format!(
             "id: {to}\nevent: gap\ndata: {{\"from\":\"{from}\",\"to\":\"{to}\"}}\n\n"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_are_polled_in_the_request_span() {
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let span = tracing::info_span!("request", request_id = "r-1");
+        assert!(span.id().is_some());
+        let body = async_stream::stream! {
+            yield tracing::Span::current().id();
+            tokio::task::yield_now().await;
+            yield tracing::Span::current().id();
+        };
+        let seen: Vec<_> = InSpan::new(body, span.clone()).collect().await;
+        assert_eq!(seen, vec![span.id(), span.id()]);
+        assert_eq!(tracing::Span::current().id(), None, "left when not polled");
     }
 }

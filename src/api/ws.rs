@@ -113,11 +113,15 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER + 2 * state.limits.event_bytes + 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        // The connection outlives the handler; its lines keep the request id.
-        .on_upgrade(move |socket| {
-            Connection::new(state, caller)
-                .run(socket, guard)
-                .instrument(tracing::Span::current())
+        // The connection outlives the handler and runs in its own task; its
+        // lines keep the request id through the span taken here.
+        .on_upgrade({
+            let span = tracing::Span::current();
+            move |socket| {
+                Connection::new(state, caller)
+                    .run(socket, guard)
+                    .instrument(span)
+            }
         }))
 }
 
