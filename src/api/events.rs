@@ -69,10 +69,7 @@ pub async fn publish_event(
         .check_publish_all(&caller, std::slice::from_ref(&input))?;
     if query.is_async()? {
         // Refused here, before the write path: counted as it would count it.
-        state
-            .ingest
-            .prepare(input.clone(), Now::system())
-            .inspect_err(|e| state.metrics.ingest_failed(e, 1))?;
+        state.ingest.precheck(input.clone())?;
         let job_id = state.jobs.submit(caller.subject, vec![input]).await?;
         return Ok(super::jobs::accepted(&job_id));
     }
