@@ -12,13 +12,14 @@
 //! - [`jobs`]: asynchronous ingest jobs (persisted queue, workers, `_jobs` status events).
 //! - [`auth`]: who is calling (`Caller`) and the one access check (`Policy`).
 //! - [`limits`]: per-caller rate limits (token buckets by caller key).
+//! - [`metrics`]: the Prometheus metrics, recorded where measured, read at scrape time where kept.
 //! - [`api`]: HTTP routes, adapters onto the two paths.
 //! - [`grpc`]: gRPC services (tonic), adapters like `api`; health, reflection, `Error` → `Status`.
 //! - [`net`]: accepting and serving connections (connection limit, header timeout).
 //! - [`app`]: state, listener, shutdown.
 //! - [`control`]: the local control socket (`tidings user|token …`), server and client.
 //! - [`bench`]: the load generator behind `tidings bench`.
-//! - [`cli`]: the `tidings` command's `config` subcommand and log writer.
+//! - [`cli`]: the `tidings` subcommands besides `serve` (`config`, `user`, `token`, `migrate`, `compact`) and the log writer.
 #![forbid(unsafe_code)]
 
 pub mod api;
