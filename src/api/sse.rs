@@ -56,13 +56,7 @@ pub struct SseQuery {
         SseQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Sent by reconnecting browsers; wins over `after`"),
     ),
-    responses(
-        (status = 200, description = "`retry: 3000`, then `id:`/`data:` frames (the event JSON), `event: gap` notices and `: keep-alive` comments; never ends on its own", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "`invalid_stream`, `invalid_cursor`, `too_many_streams`, `invalid_consumer`, `invalid_query`", body = super::error::ErrorBody),
-        (status = 403, description = "The caller may not read a stream named", body = super::error::ErrorBody),
-        (status = 429, description = "`rate_limited`, or `too_many_connections` from this address", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
-    )
+    responses(super::docs::schemas::SseAnswers)
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
@@ -91,13 +85,7 @@ pub async fn stream_events(
     path = "/api/v1/sse",
     tag = "read",
     params(SseQuery, ("Last-Event-ID" = Option<String>, Header, description = "Sent by reconnecting browsers; wins over `after`")),
-    responses(
-        (status = 200, description = "`retry: 3000`, then `id:`/`data:` frames (the event JSON), `event: gap` notices and `: keep-alive` comments; never ends on its own", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "`invalid_stream`, `invalid_cursor`, `too_many_streams`, `invalid_consumer`, `invalid_query`", body = super::error::ErrorBody),
-        (status = 403, description = "The caller may not read a stream named", body = super::error::ErrorBody),
-        (status = 429, description = "`rate_limited`, or `too_many_connections` from this address", body = super::error::ErrorBody),
-        (status = 503, description = "`server_busy`: the server's cap on streaming connections", body = super::error::ErrorBody),
-    )
+    responses(super::docs::schemas::SseAnswers)
 )]
 pub async fn multi_stream_events(
     State(state): State<AppState>,

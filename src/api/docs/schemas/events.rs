@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 use utoipa::openapi::schema::{
     KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
+use utoipa::{IntoResponses, ToSchema};
 
 /// Pattern of an event id (also the cursor): a decimal string.
 const ID_PATTERN: &str = "^[0-9]{1,20}$";
@@ -216,4 +216,25 @@ pub fn cursor_value() -> Schema {
                 .minimum(Some(0)),
         )
         .into()
+}
+
+/// The answers of both SSE routes (`/api/v1/events/stream/{stream_id}` and
+/// `/api/v1/sse`).
+#[derive(IntoResponses)]
+pub enum SseAnswers {
+    /// `retry: 3000`, then `id:`/`data:` frames (the event JSON), `event: gap` notices and `: keep-alive` comments; never ends on its own
+    #[response(status = 200, content_type = "text/event-stream")]
+    Stream(String),
+    /// `invalid_stream`, `invalid_cursor`, `too_many_streams`, `invalid_consumer`, `invalid_query`
+    #[response(status = 400)]
+    Invalid(crate::api::error::ErrorBody),
+    /// The caller may not read a stream named
+    #[response(status = 403)]
+    Forbidden(crate::api::error::ErrorBody),
+    /// `rate_limited`, or `too_many_connections` from this address
+    #[response(status = 429)]
+    Limited(crate::api::error::ErrorBody),
+    /// `server_busy`: the server's cap on streaming connections
+    #[response(status = 503)]
+    Busy(crate::api::error::ErrorBody),
 }
