@@ -137,6 +137,20 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// `GET /metrics` with `api`'s credentials; requires 200 and the
 /// OpenMetrics content type.
+/// `events_ingested_total{type,source}` in an exposition.
+fn ingested(text: &str, ty: &str, source: &str) -> f64 {
+    value(
+        text,
+        "events_ingested_total",
+        &[("type", ty), ("source", source)],
+    )
+}
+
+/// `events_ingested_failed_total{reason}` in an exposition.
+fn failed(text: &str, reason: &str) -> f64 {
+    value(text, "events_ingested_failed_total", &[("reason", reason)])
+}
+
 async fn scrape(api: &Api) -> String {
     let r = api
         .http
@@ -387,18 +401,12 @@ async fn ingest_counters_move_by_exactly_what_was_stored_or_refused() {
     assert_error(status, &body, 400, "invalid_event");
 
     let text = scrape(&api).await;
-    let ingested = |ty: &str, source: &str| {
-        value(
-            &text,
-            "events_ingested_total",
-            &[("type", ty), ("source", source)],
-        )
-    };
+    let ingested = |ty: &str, source: &str| ingested(&text, ty, source);
     assert_eq!(ingested("order.created", "shop"), 3.0, "{text}");
     assert_eq!(ingested("order.paid", "shop"), 2.0, "{text}");
     assert_eq!(ingested("order.paid", "(none)"), 1.0, "{text}");
     assert_eq!(value(&text, "events_ingested_total", &[]), 6.0, "{text}");
-    let failed = |reason: &str| value(&text, "events_ingested_failed_total", &[("reason", reason)]);
+    let failed = |reason: &str| failed(&text, reason);
     assert_eq!(failed("missing_field"), 2.0, "{text}");
     assert_eq!(failed("invalid_stream"), 1.0, "{text}");
     assert_eq!(failed("batch_rejected"), 2.0, "{text}");
@@ -1005,13 +1013,7 @@ async fn a_room_type_or_source_named_like_the_synthetic_values_keeps_one_series(
     let streams = series_by(&text, "tidings_stream_readers", "stream");
     assert_eq!(streams["other"], 1.0, "{text}");
     assert_eq!(streams["(other)"], 0.0, "{text}");
-    let ingested = |ty: &str, source: &str| {
-        value(
-            &text,
-            "events_ingested_total",
-            &[("type", ty), ("source", source)],
-        )
-    };
+    let ingested = |ty: &str, source: &str| ingested(&text, ty, source);
     // A real `other` and `none` are their own series; a producer writing
     // the synthetic values themselves is counted under them; an empty
     // source is no source.
@@ -1131,17 +1133,11 @@ async fn refused_events_take_no_label_slot() {
     api.publish_batch(vec![json!({"type": "good.batch", "source": "shop.batch"})])
         .await;
     let text = scrape(&api).await;
-    let ingested = |ty: &str, source: &str| {
-        value(
-            &text,
-            "events_ingested_total",
-            &[("type", ty), ("source", source)],
-        )
-    };
+    let ingested = |ty: &str, source: &str| ingested(&text, ty, source);
     assert_eq!(ingested("good", "shop"), 1.0, "{text}");
     assert_eq!(ingested("good.batch", "shop.batch"), 1.0, "{text}");
     assert_eq!(value(&text, "events_ingested_total", &[]), 2.0, "{text}");
-    let failed = |reason: &str| value(&text, "events_ingested_failed_total", &[("reason", reason)]);
+    let failed = |reason: &str| failed(&text, reason);
     assert_eq!(failed("invalid_stream"), 42.0, "{text}");
     assert_eq!(failed("batch_rejected"), 39.0, "{text}");
 }
