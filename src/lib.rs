@@ -14,6 +14,7 @@
 //! - [`limits`]: per-caller rate limits (token buckets by caller key).
 //! - [`metrics`]: the Prometheus metrics, recorded where measured, read at scrape time where kept.
 //! - [`api`]: HTTP routes, adapters onto the two paths.
+//! - [`web`]: the admin UI, `web/` embedded in the binary, and the caching rules of embedded files.
 //! - [`grpc`]: gRPC services (tonic), adapters like `api`; health, reflection, `Error` → `Status`.
 //! - [`net`]: accepting and serving connections (connection limit, header timeout).
 //! - [`app`]: state, listener, shutdown.
@@ -41,3 +42,4 @@ pub mod metrics;
 pub mod net;
 pub mod store;
 pub mod subscribe;
+pub mod web;

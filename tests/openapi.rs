@@ -1,7 +1,8 @@
 //! The OpenAPI document against the code and a real server: it is OpenAPI
 //! 3.1 whose every `$ref` resolves and every operation documents its
 //! answers and its errors (as `ErrorBody`); it lists exactly the routes
-//! `src/api` registers (scanned from the `.route("…", method(…))` calls),
+//! `src/api` and `src/web.rs` register (scanned from the
+//! `.route("…", method(…))` calls),
 //! and the server answers every documented path with a handler, not the
 //! fallback; `/api/docs` is Swagger UI served from the binary, with no
 //! external URL, `/api/docs/` redirects to it, and its assets carry an ETag
@@ -239,18 +240,26 @@ fn the_route_scanner_reads_chains_and_multiline_calls() {
     assert_eq!(got, want);
 }
 
-/// Every route `src/api/*.rs` registers, leaving out the routers that
-/// unit tests build (`#[cfg(test)]` modules, at the end of a file).
+/// Every route `src/api/*.rs` and `src/web.rs` register, leaving out the
+/// routers that unit tests build (`#[cfg(test)]` modules, at the end of a
+/// file). A catch-all `{*rest}` is `{rest}` in OpenAPI.
 fn router_routes() -> BTreeSet<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(root.join("src/api"))
+        .expect("src/api")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.push(root.join("src/web.rs"));
     let mut routes = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).expect("src/api") {
-        let path = entry.expect("dir entry").path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let src = std::fs::read_to_string(&path).expect("read source");
-            let served = src.split("#[cfg(test)]").next().unwrap_or_default();
-            routes.extend(registered_routes(served));
-        }
+    for path in files {
+        let src = std::fs::read_to_string(&path).expect("read source");
+        let served = src.split("#[cfg(test)]").next().unwrap_or_default();
+        routes.extend(
+            registered_routes(served)
+                .into_iter()
+                .map(|(method, route)| (method, route.replace("{*", "{"))),
+        );
     }
     assert!(
         routes.len() > 40,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
@@ -31,9 +31,11 @@ use super::error::{ApiPath, ErrorBody};
 use crate::app::AppState;
 use crate::auth::{CSRF_HEADER, SESSION_COOKIE};
 use crate::error::{Error, Result};
+use crate::web::{ASSET_CACHE_CONTROL, cacheable, strong_etag};
 
 /// The document. `paths` lists every handler the router serves;
-/// `tests/openapi.rs` checks it against the routes registered in `src/api`.
+/// `tests/openapi.rs` checks it against the routes registered in `src/api`
+/// and `src/web.rs` (the admin UI).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -94,6 +96,8 @@ use crate::error::{Error, Result};
         docs_page,
         docs_slash,
         docs_asset,
+        crate::web::index,
+        crate::web::ui_file,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Shared),
@@ -214,11 +218,6 @@ fn swagger_config() -> Arc<Config<'static>> {
     )
 }
 
-/// How long a browser may use an asset before revalidating it. Not
-/// `immutable`: the URLs carry no version, so an upgrade changes the
-/// files under the same names (and their ETags).
-const ASSET_CACHE_CONTROL: &str = "public, max-age=3600";
-
 /// One of Swagger UI's files, ready to send.
 #[derive(Clone)]
 struct Asset {
@@ -253,13 +252,10 @@ fn asset(file: &str) -> Result<Option<Asset>> {
         Cow::Borrowed(bytes) => Bytes::from_static(bytes),
         Cow::Owned(bytes) => Bytes::from(bytes),
     };
-    let digest = Sha256::digest(&body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     let asset = Asset {
         content_type: HeaderValue::from_str(&served.content_type)
             .map_err(|e| Error::Internal(format!("content type of {file}: {e}")))?,
-        etag: HeaderValue::from_str(&format!("\"{hex}\""))
-            .map_err(|e| Error::Internal(format!("ETag of {file}: {e}")))?,
+        etag: strong_etag(&Sha256::digest(&body)),
         gzipped: served.gzpipped,
         body,
     };
@@ -268,19 +264,6 @@ fn asset(file: &str) -> Result<Option<Asset>> {
         .unwrap_or_else(PoisonError::into_inner)
         .insert(file.to_owned(), asset.clone());
     Ok(Some(asset))
-}
-
-/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110
-/// 13.1.2), or is `*`.
-fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let ours = etag.as_bytes();
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.trim_start_matches("W/").as_bytes() == ours)
 }
 
 /// # `GET /api/docs/{file}`
@@ -310,9 +293,7 @@ async fn docs_asset(ApiPath(file): ApiPath<String>, headers: HeaderMap) -> Resul
             "no file {file:?} in the API documentation; open /api/docs"
         )));
     };
-    let mut response = if not_modified(&headers, &asset.etag) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
+    Ok(cacheable(&headers, asset.etag, ASSET_CACHE_CONTROL, || {
         let mut response =
             ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response();
         if asset.gzipped {
@@ -321,14 +302,7 @@ async fn docs_asset(ApiPath(file): ApiPath<String>, headers: HeaderMap) -> Resul
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         response
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::ETAG, asset.etag);
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(ASSET_CACHE_CONTROL),
-    );
-    Ok(response)
+    }))
 }
 
 /// `GET /ready` is `GET /health/ready` under a second path (one handler,

@@ -61,6 +61,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(consumers::routes())
         .merge(compat::routes())
         .merge(docs::routes())
+        .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
