@@ -151,6 +151,19 @@ fn failed(text: &str, reason: &str) -> f64 {
     value(text, "events_ingested_failed_total", &[("reason", reason)])
 }
 
+/// An anonymous WebSocket on `/ws`, past its `system:connected` greeting.
+async fn connected(server: &TestServer) -> Ws {
+    let (mut ws, _) = within(
+        "WebSocket connect",
+        DEADLINE,
+        connect_async(server.ws_url("/ws")),
+    )
+    .await
+    .expect("connect");
+    expect(&mut ws, "system:connected").await;
+    ws
+}
+
 async fn scrape(api: &Api) -> String {
     let r = api
         .http
@@ -591,14 +604,7 @@ async fn deliveries_count_per_transport_and_websocket_messages_by_type() {
     .await;
 
     // WebSocket: join, an event, a ping, an unknown type, bad JSON.
-    let (mut ws, _) = within(
-        "WebSocket connect",
-        DEADLINE,
-        connect_async(server.ws_url("/ws")),
-    )
-    .await
-    .expect("connect");
-    expect(&mut ws, "system:connected").await;
+    let mut ws = connected(&server).await;
     send(
         &mut ws,
         &json!({"type": "room:join", "payload": {"room": "feed"}}),
@@ -969,14 +975,7 @@ fn series_by(text: &str, name: &str, key: &str) -> BTreeMap<String, f64> {
 async fn a_room_type_or_source_named_like_the_synthetic_values_keeps_one_series() {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    let (mut ws, _) = within(
-        "WebSocket connect",
-        DEADLINE,
-        connect_async(server.ws_url("/ws")),
-    )
-    .await
-    .expect("connect");
-    expect(&mut ws, "system:connected").await;
+    let mut ws = connected(&server).await;
     for room in ["other", "(other)", "none"] {
         send(
             &mut ws,
@@ -1306,14 +1305,7 @@ async fn binary_websocket_frames_are_counted_as_received() {
     use futures_util::SinkExt;
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    let (mut ws, _) = within(
-        "WebSocket connect",
-        DEADLINE,
-        connect_async(server.ws_url("/ws")),
-    )
-    .await
-    .expect("connect");
-    expect(&mut ws, "system:connected").await;
+    let mut ws = connected(&server).await;
     within(
         "WebSocket send",
         DEADLINE,
