@@ -56,6 +56,9 @@ pub struct Handles {
     /// Cancelled when the server starts shutting down; every long-lived loop selects on it.
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// The configuration the server started with, as TOML with secrets
+    /// REDACTED, and the redacted keys (`GET /api/v1/admin/config`).
+    pub effective_config: Arc<(String, Vec<String>)>,
 }
 
 /// Open long-lived connections (SSE, WebSocket, waiting long polls, gRPC
@@ -273,6 +276,7 @@ pub async fn run(
         metrics: metrics.clone(),
         shutdown: token.clone(),
         started: Instant::now(),
+        effective_config: Arc::new(crate::config::to_toml_redacted(&config)),
     }));
     let compactor = tokio::spawn(compact_every(
         ingest.clone(),

@@ -41,7 +41,14 @@ struct Inner {
     /// Store reads by catching-up subscriptions, and the events they returned.
     catch_up_reads: AtomicU64,
     catch_up_events: AtomicU64,
+    /// Events fanned out per stream since start, for the streams list's
+    /// rate (at most [`PUBLISHED_STREAMS`] streams are counted).
+    published: Mutex<HashMap<Box<str>, u64>>,
 }
+
+/// Streams whose published events the hub counts; the rest show no rate.
+/// Bounds the map when producers invent stream names.
+const PUBLISHED_STREAMS: usize = 10_000;
 
 /// Figures of the fan-out since start, for `/metrics` and `/health/detailed`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,6 +72,7 @@ impl Hub {
             lag_events: AtomicU64::new(0),
             catch_up_reads: AtomicU64::new(0),
             catch_up_events: AtomicU64::new(0),
+            published: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -88,6 +96,7 @@ impl Hub {
         if records.is_empty() {
             return;
         }
+        self.count_published(records);
         if self.0.firehose.receiver_count() > 0 {
             let _ = self.0.firehose.send(records.into());
         }
@@ -120,6 +129,31 @@ impl Hub {
                     streams.remove(s.as_str());
                 }
             }
+        }
+    }
+
+    /// Adds `records` to the per-stream totals: one lock per group commit,
+    /// one map lookup per run of events of the same stream.
+    fn count_published(&self, records: &[Arc<EventRecord>]) {
+        let mut published = self.0.published.lock().expect("hub lock");
+        for run in records.chunk_by(|a, b| a.stream == b.stream) {
+            let stream = &run[0].stream;
+            let n = run.len() as u64;
+            if let Some(total) = published.get_mut(stream) {
+                *total += n;
+            } else if published.len() < PUBLISHED_STREAMS {
+                published.insert(stream.clone(), n);
+            }
+        }
+    }
+
+    /// Events published on `stream` since start; `None` when the stream is
+    /// beyond the counted ones.
+    pub fn published(&self, stream: &str) -> Option<u64> {
+        let published = self.0.published.lock().expect("hub lock");
+        match published.get(stream) {
+            Some(n) => Some(*n),
+            None => (published.len() < PUBLISHED_STREAMS).then_some(0),
         }
     }
 

@@ -199,11 +199,22 @@ impl Jobs {
     /// when the job has no owner. Otherwise `None`, as for an unknown id, so
     /// that a job's existence is not revealed.
     pub fn get_for(&self, id: &str, caller: &Caller) -> Result<Option<JobRecord>> {
-        Ok(self.get(id)?.filter(|job| {
-            job.owner.is_none()
-                || caller.roles.contains(Roles::ADMIN)
-                || job.owner.as_deref() == caller.subject.as_deref()
-        }))
+        Ok(self.get(id)?.filter(|job| may_read(job, caller)))
+    }
+
+    /// The `limit` newest jobs listed to `caller`, newest first, expired
+    /// ones left out: every job for an admin, else the caller's own. Jobs
+    /// without an owner are readable by id only: their unguessable id is
+    /// what protects them, so a list never shows them to non-admins.
+    pub fn recent_for(&self, limit: usize, caller: &Caller) -> Result<Vec<JobRecord>> {
+        let now = Now::system().secs().max(0) as u64;
+        let admin = caller.roles.contains(Roles::ADMIN);
+        let own = |job: &JobRecord| {
+            job.owner.is_some() && job.owner.as_deref() == caller.subject.as_deref()
+        };
+        self.0
+            .store
+            .recent_jobs(limit, &|job| !job.is_expired(now) && (admin || own(job)))
     }
 
     /// Waits (at most `grace`) for the workers to finish the job each is
@@ -426,6 +437,13 @@ async fn sweep(store: Store, interval: Duration, shutdown: CancellationToken) {
 }
 
 /// 16 random bytes, base64url without padding: 22 URL-safe characters.
+/// A job is read by its owner, an admin, or anyone when it has no owner.
+fn may_read(job: &JobRecord, caller: &Caller) -> bool {
+    job.owner.is_none()
+        || caller.roles.contains(Roles::ADMIN)
+        || job.owner.as_deref() == caller.subject.as_deref()
+}
+
 fn new_job_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }

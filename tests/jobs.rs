@@ -244,6 +244,96 @@ async fn a_job_is_visible_to_its_owner_and_admins_only() {
 }
 
 #[tokio::test]
+async fn the_job_list_shows_admins_every_job_and_others_their_own() {
+    let (server, admin, alice, bob) = jwt_server(|c| c.auth.anonymous_publish = Some(true)).await;
+    let anonymous = Api::new(&server);
+    let mut by_alice = Vec::new();
+    for n in 0..3 {
+        let id = submit(
+            &alice,
+            EVENTS,
+            &json!({"stream_id":"notes","type":"note","data":{"n":n}}),
+        )
+        .await;
+        wait_job(&alice, &id, "done").await;
+        by_alice.push(id);
+    }
+    let by_bob = submit(&bob, EVENTS, &json!({"stream_id":"notes","type":"note"})).await;
+    wait_job(&bob, &by_bob, "done").await;
+    let by_nobody = submit(
+        &anonymous,
+        EVENTS,
+        &json!({"stream_id":"notes","type":"note"}),
+    )
+    .await;
+    wait_job(&anonymous, &by_nobody, "done").await;
+
+    let ids = |body: &Value| -> Vec<String> {
+        body["jobs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|j| j["job_id"].as_str().expect("job_id").to_owned())
+            .collect()
+    };
+    let (status, all) = admin.get_json(JOBS).await;
+    assert_eq!(status, 200, "{all}");
+    let mut want: Vec<String> = by_alice
+        .iter()
+        .chain([&by_bob, &by_nobody])
+        .cloned()
+        .collect();
+    let mut got = ids(&all);
+    // Newest first: created is in seconds, so check the order by it.
+    let created: Vec<i64> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["created"].as_i64().unwrap())
+        .collect();
+    assert!(
+        created.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {all}"
+    );
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "an admin lists every job: {all}");
+    let job = &all["jobs"][0];
+    for field in [
+        "status",
+        "created",
+        "updated",
+        "expires_at",
+        "event_ids",
+        "error",
+    ] {
+        assert!(job.get(field).is_some(), "{field} in {job}");
+    }
+    assert!(
+        job.get("owner").is_none() && job.get("payload").is_none(),
+        "{job}"
+    );
+
+    // Alice sees her three, not Bob's nor the anonymous one (readable by id only).
+    let (status, mine) = alice.get_json(JOBS).await;
+    let mut got = ids(&mine);
+    got.sort();
+    let mut want = by_alice.clone();
+    want.sort();
+    assert_eq!((status, got), (200, want), "{mine}");
+    let (_, two) = alice.get_json(&format!("{JOBS}?limit=2")).await;
+    assert_eq!(ids(&two).len(), 2, "{two}");
+
+    let (status, body) = anonymous.get_json(JOBS).await;
+    assert_error(status, &body, 401, "unauthorized");
+    for bad in ["limit=0", "limit=501", "limit=x", "colour=red"] {
+        let (status, body) = alice.get_json(&format!("{JOBS}?{bad}")).await;
+        assert_error(status, &body, 400, "invalid_query");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn status_changes_are_events_on_the_jobs_stream() {
     let (server, admin, alice, bob) = jwt_server(|_| {}).await;
     let id = submit(

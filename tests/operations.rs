@@ -231,3 +231,188 @@ async fn cors_lets_browsers_on_allowed_origins_call_every_route() {
         "other origin, GET",
     );
 }
+
+/// `GET /api/v1/admin/stats` with an admin token; asserts 200.
+async fn admin_stats(admin: &Api) -> serde_json::Value {
+    let (status, body) = admin.get_json(ADMIN_STATS).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+const ADMIN_STATS: &str = "/api/v1/admin/stats";
+
+#[tokio::test]
+async fn admin_stats_count_events_deliveries_and_storage() {
+    let server = TestServer::start_with(|c| {
+        c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());
+    })
+    .await;
+    let admin = Api::with_token(&server, &common::hs256_token("root", &["ADMIN"]));
+    let s = admin_stats(&admin).await;
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"), "{s}");
+    assert_eq!(
+        (&s["events_ingested"], &s["federation"]),
+        (&json!(0), &json!(null)),
+        "{s}"
+    );
+    assert_eq!(
+        s["deliveries"],
+        json!({"poll": 0, "long_poll": 0, "sse": 0, "websocket": 0, "grpc": 0}),
+        "{s}"
+    );
+    assert_eq!(
+        s["connections"],
+        json!({"sse": 0, "websocket": 0, "long_poll": 0, "grpc_streams": 0}),
+        "{s}"
+    );
+    let storage = &s["storage"];
+    assert_eq!(
+        (
+            &storage["events"],
+            &storage["oldest_event_ms"],
+            &storage["last_compaction"]
+        ),
+        (&json!(0), &json!(null), &json!(null)),
+        "{s}"
+    );
+    assert!(s["timestamp_ms"].as_i64().unwrap() / 1000 - common::client::unix_now() <= 1);
+
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let ack = admin
+            .publish(json!({"type": "t", "stream_id": "orders", "data": {"n": n}}))
+            .await;
+        ids.push(ack["id"].clone());
+    }
+    let (events, _) = admin.poll("streams=orders").await;
+    assert_eq!(events.len(), 3);
+    let s = admin_stats(&admin).await;
+    assert_eq!(s["events_ingested"], 3, "{s}");
+    assert_eq!(s["deliveries"]["poll"], 3, "{s}");
+    let storage = &s["storage"];
+    assert_eq!(
+        (&storage["events"], &storage["last_id"], &storage["streams"]),
+        (&json!(3), &ids[2], &json!(1)),
+        "{s}"
+    );
+    assert_eq!(storage["oldest_event_ms"], events[0]["timestamp"], "{s}");
+
+    let (status, _) = admin.post_json("/api/v1/admin/compact", &json!({})).await;
+    assert_eq!(status, 200);
+    let s = admin_stats(&admin).await;
+    assert!(s["storage"]["last_compaction"].is_u64(), "{s}");
+
+    // The streams list carries the per-stream count and retention settings.
+    let (_, list) = admin.get_json(STREAMS).await;
+    let orders = &list["data"]["orders"];
+    assert_eq!(
+        (
+            &orders["published"],
+            &orders["max_age_secs"],
+            &orders["max_events"]
+        ),
+        (&json!(3), &json!(null), &json!(null)),
+        "{list}"
+    );
+    let (status, body) = admin
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/streams/orders",
+            &[("content-type", "application/json")],
+            json!({"max_events": 10}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = admin.get_json(STREAMS).await;
+    assert_eq!(list["data"]["orders"]["max_events"], 10, "{list}");
+
+    // Admins only: a USER is refused, an anonymous caller asked to log in.
+    let user = Api::with_token(&server, &common::hs256_token("ann", &["USER"]));
+    let anonymous = Api::new(&server);
+    for path in [
+        ADMIN_STATS,
+        "/api/v1/admin/stats/stream",
+        "/api/v1/admin/config",
+    ] {
+        let (status, body) = user.get_json(path).await;
+        common::assert_error(status, &body, 403, "forbidden");
+        let (status, body) = anonymous.get_json(path).await;
+        common::assert_error(status, &body, 401, "unauthorized");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admin_stats_stream_sends_a_snapshot_every_second() {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+
+    let server = TestServer::start_with(|c| {
+        c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());
+    })
+    .await;
+    let admin = Api::with_token(&server, &common::hs256_token("root", &["ADMIN"]));
+    let response = admin
+        .http
+        .get(admin.url("/api/v1/admin/stats/stream"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "{:?}",
+        response.headers()
+    );
+    let mut frames = Box::pin(response.bytes_stream().eventsource());
+    let mut next = async || -> serde_json::Value {
+        let frame = within("a stats frame", Duration::from_secs(5), frames.next())
+            .await
+            .expect("the stream goes on")
+            .expect("SSE frame parses");
+        assert_eq!(frame.event, "message", "{frame:?}");
+        serde_json::from_str(&frame.data).expect("JSON")
+    };
+    let first = next().await;
+    // The stream counts as one SSE connection, and it sees itself.
+    assert_eq!(first["connections"]["sse"], 1, "{first}");
+    assert_eq!(first["events_ingested"], 0, "{first}");
+    admin.publish(json!({"type": "t"})).await;
+    let mut last = first.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while last["events_ingested"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot counts the event: {last}"
+        );
+        last = next().await;
+    }
+    let gap = last["timestamp_ms"].as_i64().unwrap() - first["timestamp_ms"].as_i64().unwrap();
+    assert!(gap >= 900, "snapshots come a second apart: {gap} ms");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admin_config_is_the_effective_configuration_with_secrets_redacted() {
+    let server = TestServer::start_with(|c| {
+        c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());
+        c.limits.body_bytes = 123_456;
+    })
+    .await;
+    let admin = Api::with_token(&server, &common::hs256_token("root", &["ADMIN"]));
+    let (status, body) = admin.get_json("/api/v1/admin/config").await;
+    assert_eq!(status, 200, "{body}");
+    let toml = body["toml"].as_str().unwrap_or_else(|| panic!("{body}"));
+    assert!(toml.contains("body_bytes = 123456"), "{toml}");
+    assert!(toml.contains("jwt_secret = \"REDACTED\""), "{toml}");
+    assert!(!toml.contains(common::TEST_JWT_SECRET), "{toml}");
+    assert!(
+        body["redacted"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("auth.jwt_secret")),
+        "{body}"
+    );
+    server.stop().await;
+}

@@ -17,7 +17,62 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/jobs/{job_id}", get(get_job))
+    Router::new()
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/{job_id}", get(get_job))
+}
+
+/// Most jobs one list answers.
+const MAX_LIST: usize = 500;
+
+/// `?limit=` of `GET /api/v1/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// How many jobs, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+}
+
+/// # `GET /api/v1/jobs`
+///
+/// `{"jobs":[{job_id, status, created, updated, expires_at, event_ids, error}]}`,
+/// the most recently created first: every job for an admin, the caller's
+/// own for anyone else (jobs submitted anonymously are readable by id only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Recent jobs, newest first", body = super::docs::schemas::JobList),
+        (status = 400, description = "`invalid_query`: limit out of range or unknown parameter", body = super::error::ErrorBody),
+        (status = 401, description = "No credentials", body = super::error::ErrorBody),
+    )
+)]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>> {
+    if caller.is_anonymous() && !caller.roles.contains(crate::auth::Roles::ADMIN) {
+        return Err(Error::Unauthorized(
+            "listing jobs needs credentials: send `Authorization: Bearer <token>`".into(),
+        ));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_query",
+            format!("limit must be 1-{MAX_LIST}, got {limit}"),
+        ));
+    }
+    let jobs = tokio::task::spawn_blocking(move || state.jobs.recent_for(limit, &caller))
+        .await
+        .map_err(|e| Error::Internal(format!("listing jobs: {e}")))??;
+    let jobs: Vec<Value> = jobs.iter().map(job_view).collect();
+    Ok(Json(json!({ "jobs": jobs })))
 }
 
 /// # `GET /api/v1/jobs/{job_id}`
@@ -44,7 +99,12 @@ pub async fn get_job(
         .jobs
         .get_for(&job_id, &caller)?
         .ok_or_else(|| Error::NotFound(format!("job {job_id:?} not found")))?;
-    Ok(Json(json!({
+    Ok(Json(job_view(&job)))
+}
+
+/// A job as the API shows it (no owner, no payload).
+fn job_view(job: &crate::store::JobRecord) -> Value {
+    json!({
         "job_id": job.job_id,
         "status": job.status.as_str(),
         "created": job.created,
@@ -52,7 +112,7 @@ pub async fn get_job(
         "expires_at": job.expires_at,
         "event_ids": job.event_ids,
         "error": job.error,
-    })))
+    })
 }
 
 /// `?async=` of the publish routes.

@@ -19,6 +19,7 @@ pub mod observe;
 mod poll;
 mod retention;
 mod sse;
+mod stats;
 mod streams;
 mod ws;
 
@@ -56,6 +57,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(auth::routes())
         .merge(admin::routes())
         .merge(retention::routes())
+        .merge(stats::routes())
         .merge(streams::routes())
         .merge(jobs::routes())
         .merge(consumers::routes())

@@ -51,7 +51,7 @@ pub fn routes() -> Router<AppState> {
 
 /// # `GET /api/v1/events/streams`
 ///
-/// `{"success":true,"data":{"<stream>":{"clients","active","generator":{"running","paused"}}},"timestamp"}`.
+/// `{"success":true,"data":{"<stream>":{"clients","active","stored","created","published","max_age_secs","max_events","generator":{"running","paused"}}},"timestamp"}`.
 /// Lists every stored stream and every stream someone is subscribed to.
 /// Callers see only the streams they may subscribe to.
 #[utoipa::path(
@@ -76,7 +76,9 @@ pub async fn list_streams(State(state): State<AppState>, caller: Caller) -> Resu
             continue;
         }
         let n = clients.get(&name).copied().unwrap_or(0);
-        let info = stream_info(&state, &name, n, true, Some(settings.created));
+        let mut info = stream_info(&state, &name, n, true, Some(settings.created));
+        info["max_age_secs"] = json!(settings.max_age_secs);
+        info["max_events"] = json!(settings.max_events);
         data.insert(name, info);
     }
     for (name, n) in clients {
@@ -103,6 +105,9 @@ fn stream_info(
         "active": true,
         "stored": stored,
         "created": created,
+        "published": state.hub.published(name),
+        "max_age_secs": null,
+        "max_events": null,
         "generator": {
             "running": generator.is_some(),
             "paused": generator.is_some_and(|g| g.paused),

@@ -142,6 +142,16 @@ pub enum Delivery {
 
 const DELIVERIES: [&str; 5] = ["poll", "long_poll", "sse", "websocket", "grpc"];
 
+/// What [`Metrics::totals`] answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Totals {
+    /// Events stored since start.
+    pub ingested: u64,
+    /// Events delivered since start, by transport name
+    /// (`poll`, `long_poll`, `sse`, `websocket`, `grpc`).
+    pub deliveries: [(&'static str, u64); DELIVERIES.len()],
+}
+
 /// The realtime seed's notification RPCs (`realtime_notifications_delivered_total{kind}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notification {
@@ -175,6 +185,8 @@ struct Inner {
     /// The gateway seed's `events_ingested_total{type,source}`: events
     /// stored (a repeated idempotency key stores nothing and is not counted).
     ingested: Family<EventLabels, Counter>,
+    /// All of `ingested` in one figure, for the admin UI's live rate.
+    ingested_total: Counter,
     /// Interned `type` values of `ingested`.
     event_types: Capped,
     /// Interned `source` values of `ingested`.
@@ -421,6 +433,7 @@ impl Metrics {
             http_duration,
             routes: Capped::with_max(1024),
             ingested,
+            ingested_total: Counter::default(),
             event_types: Capped::new(),
             event_sources: Capped::new(),
             no_source: NO_SOURCE.into(),
@@ -498,7 +511,9 @@ impl Metrics {
     /// Counts stored events; runs of equal labels cost one add.
     pub fn ingested<'a>(&self, stored: impl IntoIterator<Item = &'a EventLabels>) {
         let mut run: Option<(&EventLabels, u64)> = None;
+        let mut total = 0;
         for labels in stored {
+            total += 1;
             match &mut run {
                 Some((current, n)) if current.same(labels) => *n += 1,
                 _ => {
@@ -511,6 +526,25 @@ impl Metrics {
         }
         if let Some((current, n)) = run {
             self.0.ingested.get_or_create(current).inc_by(n);
+        }
+        if total > 0 {
+            self.0.ingested_total.inc_by(total);
+        }
+    }
+
+    /// Events stored and events delivered by transport since start, as
+    /// the admin UI's live charts read them.
+    pub fn totals(&self) -> Totals {
+        let mut deliveries = [("", 0); DELIVERIES.len()];
+        for (slot, (name, counter)) in deliveries
+            .iter_mut()
+            .zip(DELIVERIES.iter().zip(&self.0.deliveries))
+        {
+            *slot = (*name, counter.get());
+        }
+        Totals {
+            ingested: self.0.ingested_total.get(),
+            deliveries,
         }
     }
 

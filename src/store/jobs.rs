@@ -169,6 +169,47 @@ impl Store {
         Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
+    /// The `limit` most recently created jobs that `visible` accepts,
+    /// newest first. Reads every job's head (ids are random, so no key
+    /// order helps) and keeps at most `limit` records in memory; the jobs
+    /// tree stays small because finished jobs expire.
+    pub fn recent_jobs(
+        &self,
+        limit: usize,
+        visible: &dyn Fn(&JobRecord) -> bool,
+    ) -> Result<Vec<JobRecord>> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut newest: BinaryHeap<Reverse<(i64, Vec<u8>)>> = BinaryHeap::new();
+        let tree = self.jobs_tree()?;
+        for item in tree.iter() {
+            let (k, v) = item?;
+            let head: JobHead = decode(&v)?;
+            if newest.len() == limit && newest.peek().is_some_and(|Reverse(o)| o.0 >= head.created)
+            {
+                continue;
+            }
+            let job: JobRecord = decode(&v)?;
+            if !visible(&job) {
+                continue;
+            }
+            newest.push(Reverse((head.created, k.to_vec())));
+            if newest.len() > limit {
+                newest.pop();
+            }
+        }
+        let mut keys: Vec<_> = newest.into_iter().map(|Reverse(e)| e).collect();
+        keys.sort_by(|a, b| b.cmp(a));
+        let mut jobs = Vec::with_capacity(keys.len());
+        for (_, key) in keys {
+            // A job swept since the scan is simply left out.
+            if let Some(v) = tree.get(&key)? {
+                jobs.push(decode(&v)?);
+            }
+        }
+        Ok(jobs)
+    }
+
     /// One bounded sweep pass: looks at up to `budget` jobs after `from`
     /// (key order, wrapping to the start when `from` is `None`) and deletes
     /// the finished ones that expired by `now_secs`. Returns how many it

@@ -231,6 +231,13 @@ impl Store {
         }
     }
 
+    /// The timestamp (Unix ms) of the oldest event still readable, `None`
+    /// when there is none. Blocking: call from a blocking context.
+    pub fn oldest_event_ms(&self, now_secs: u64) -> Result<Option<i64>> {
+        let read = self.read_after(0, None, &|_| true, 1, now_secs)?;
+        Ok(read.events.first().map(|e| e.timestamp))
+    }
+
     /// A random secret of `len` bytes kept in `meta` under `name`, created
     /// (and flushed) on first use.
     pub fn secret(&self, name: &[u8], len: usize) -> Result<Vec<u8>> {

@@ -201,6 +201,12 @@ pub struct Job {
     pub error: Option<String>,
 }
 
+/// `GET /api/v1/jobs`: recent jobs, newest first.
+#[derive(ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
 /// An event id as a decimal string or, for lenient clients, a number.
 pub fn cursor_value() -> Schema {
     OneOfBuilder::new()

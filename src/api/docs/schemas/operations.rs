@@ -55,3 +55,65 @@ pub struct Component {
     /// `ok`, `down`, …
     pub status: String,
 }
+
+/// Events delivered since start, by transport.
+#[derive(ToSchema)]
+pub struct DeliveryTotals {
+    pub poll: u64,
+    pub long_poll: u64,
+    pub sse: u64,
+    pub websocket: u64,
+    pub grpc: u64,
+}
+
+/// Connections open now, by transport.
+#[derive(ToSchema)]
+pub struct ConnectionCounts {
+    pub sse: u64,
+    pub websocket: u64,
+    pub long_poll: u64,
+    pub grpc_streams: u64,
+}
+
+/// The store's figures.
+#[derive(ToSchema)]
+pub struct StorageFigures {
+    pub events: u64,
+    pub disk_bytes: u64,
+    pub streams: u64,
+    /// Lowest id retention has kept.
+    pub first_id: String,
+    /// Highest id stored.
+    pub last_id: String,
+    /// Unix ms of the oldest readable event; `null` when there is none.
+    #[schema(required = true)]
+    pub oldest_event_ms: Option<i64>,
+    /// Unix seconds of the last retention pass; `null` before the first.
+    #[schema(required = true)]
+    pub last_compaction: Option<u64>,
+}
+
+/// `GET /api/v1/admin/stats`: totals since start and figures now.
+#[derive(ToSchema)]
+pub struct Stats {
+    pub timestamp_ms: i64,
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// Events stored since start.
+    pub events_ingested: u64,
+    pub deliveries: DeliveryTotals,
+    pub connections: ConnectionCounts,
+    pub storage: StorageFigures,
+    /// `null` when federation is not configured.
+    #[schema(required = true, value_type = Option<Object>)]
+    pub federation: Option<serde_json::Value>,
+}
+
+/// `GET /api/v1/admin/config`.
+#[derive(ToSchema)]
+pub struct EffectiveConfig {
+    /// The configuration the server started with, as TOML, secrets `REDACTED`.
+    pub toml: String,
+    /// The keys whose values were redacted.
+    pub redacted: Vec<String>,
+}

@@ -23,6 +23,16 @@ pub struct StreamSummary {
     /// Unix seconds; `null` for a stream that is not stored.
     #[schema(required = true)]
     pub created: Option<i64>,
+    /// Events published on the stream since the server started (for a
+    /// rate); `null` beyond the 10,000 streams the server counts.
+    #[schema(required = true)]
+    pub published: Option<u64>,
+    /// The stream's time to live in seconds; `null`: the server's default.
+    #[schema(required = true)]
+    pub max_age_secs: Option<u64>,
+    /// The most events the stream keeps; `null`: no cap.
+    #[schema(required = true)]
+    pub max_events: Option<u64>,
     pub generator: GeneratorState,
 }
 
