@@ -394,6 +394,68 @@ async fn admin_stats_stream_sends_a_snapshot_every_second() {
 }
 
 #[tokio::test]
+async fn the_stats_stream_ends_when_its_session_no_longer_holds() {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+
+    let server = TestServer::start_with(|c| {
+        c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());
+    })
+    .await;
+    let root = Api::with_token(&server, &common::hs256_token("root", &["ADMIN"]));
+    let (status, body) = root
+        .post_json(
+            "/api/v1/admin/users",
+            &json!({"name": "ops", "password": "ops-password-1", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, login) = Api::new(&server)
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"username": "ops", "password": "ops-password-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let ops = Api::with_token(&server, login["token"].as_str().expect("token"));
+    let response = ops
+        .http
+        .get(ops.url("/api/v1/admin/stats/stream"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let mut frames = Box::pin(response.bytes_stream().eventsource());
+    let first = within("a stats frame", Duration::from_secs(5), frames.next()).await;
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+
+    // A password change ends the user's sessions: the stream ends too,
+    // within a tick or two, and a reconnect is refused.
+    let (status, body) = root
+        .send(
+            reqwest::Method::PATCH,
+            "/api/v1/admin/users/ops",
+            &[("content-type", "application/json")],
+            json!({"password": "ops-password-2"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ended = within("the stream ends", Duration::from_secs(5), async {
+        loop {
+            match frames.next().await {
+                Some(Ok(_)) => continue,
+                other => return other.map(|r| r.map(|_| ())),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_none(), "the stream ends cleanly: {ended:?}");
+    let (status, body) = ops.get_json("/api/v1/admin/stats/stream").await;
+    common::assert_error(status, &body, 401, "unauthorized");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn admin_config_is_the_effective_configuration_with_secrets_redacted() {
     let server = TestServer::start_with(|c| {
         c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());

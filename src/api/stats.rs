@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
@@ -56,7 +57,9 @@ pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json
 ///
 /// Server-Sent Events: `retry: 2000`, then one unnamed `data:` frame a
 /// second (the first at once), each the JSON of `GET /api/v1/admin/stats`.
-/// Counts as an SSE connection (limits, `/health/detailed`).
+/// Counts as an SSE connection (limits, `/health/detailed`). The stream
+/// ends when its credentials stop being an admin's (logout, expiry,
+/// password change, token revoked).
 #[utoipa::path(
     get,
     path = "/api/v1/admin/stats/stream",
@@ -68,7 +71,11 @@ pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json
         (status = 503, description = "`too_many_connections`", body = super::error::ErrorBody),
     )
 )]
-pub async fn stats_stream(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+pub async fn stats_stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Parts,
+) -> Result<Response> {
     state.auth.policy().check_admin(&caller)?;
     let guard = state.connections.open(Transport::Sse, caller.ip)?;
     let shutdown = state.shutdown.clone();
@@ -79,12 +86,9 @@ pub async fn stats_stream(State(state): State<AppState>, caller: Caller) -> Resu
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => match snapshot(state.clone()).await {
-                    Ok(figures) => yield Ok(Bytes::from(format!("data: {figures}\n\n"))),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "stats stream ends");
-                        break;
-                    }
+                _ = tick.tick() => match next_frame(&state, &request).await {
+                    Some(frame) => yield Ok(frame),
+                    None => break,
                 },
                 _ = shutdown.cancelled() => break,
             }
@@ -99,6 +103,27 @@ pub async fn stats_stream(State(state): State<AppState>, caller: Caller) -> Resu
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The next frame of the stats stream, `None` to end it. The credentials
+/// are checked again first: a logged-out, expired or demoted admin's stream
+/// ends (the browser's reconnect then gets a 401).
+async fn next_frame(state: &AppState, request: &Parts) -> Option<Bytes> {
+    let still = state
+        .auth
+        .resolve(request)
+        .and_then(|c| state.auth.policy().check_admin(&c));
+    if let Err(e) = still {
+        tracing::info!(error = %e, "stats stream ends: the credentials no longer hold");
+        return None;
+    }
+    match snapshot(state.clone()).await {
+        Ok(figures) => Some(Bytes::from(format!("data: {figures}\n\n"))),
+        Err(e) => {
+            tracing::warn!(error = %e, "stats stream ends");
+            None
+        }
+    }
 }
 
 /// # `GET /api/v1/admin/config`
