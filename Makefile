@@ -14,13 +14,19 @@ test: test-deps
 	$(CARGO) test --locked
 
 ## test-deps: what the tests use beyond cargo, installed only when missing:
-## the Python clients of tests/interop and schemathesis for tests/schemathesis.rs
-## (later suites add redis-server, chromium)
+## the Python clients of tests/interop, schemathesis for tests/schemathesis.rs,
+## Debian's chromium and chromium-driver for tests/browser.rs (apt-get; CI
+## runs as root). Later suites add redis-server.
 PY_MODULES = requests sseclient-py websockets schemathesis
 test-deps:
 	@python3 -c "import requests, sseclient, websockets, schemathesis" 2>/dev/null || \
 	  python3 -m pip install --quiet $(PY_MODULES) || \
 	  python3 -m pip install --quiet --break-system-packages $(PY_MODULES)
+	@if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && \
+	  apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
 
 build:
 	$(CARGO) build --locked

@@ -269,7 +269,7 @@ async fn admin_stats_count_events_deliveries_and_storage() {
     assert_eq!(
         (
             &storage["events"],
-            &storage["oldest_event_ms"],
+            &storage["oldest_event"],
             &storage["last_compaction"]
         ),
         (&json!(0), &json!(null), &json!(null)),
@@ -295,7 +295,7 @@ async fn admin_stats_count_events_deliveries_and_storage() {
         (&json!(3), &ids[2], &json!(1)),
         "{s}"
     );
-    assert_eq!(storage["oldest_event_ms"], events[0]["timestamp"], "{s}");
+    assert_eq!(storage["oldest_event"], events[0]["timestamp"], "{s}");
 
     let (status, _) = admin.post_json("/api/v1/admin/compact", &json!({})).await;
     assert_eq!(status, 200);

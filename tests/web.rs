@@ -247,7 +247,10 @@ fn nothing_under_web_points_off_the_box() {
     for (name, text) in web_files() {
         for (number, line) in text.lines().enumerate() {
             let at = format!("web/{name}:{}: {line}", number + 1);
-            let lower = line.to_ascii_lowercase();
+            // An SVG's namespace name is an identifier, never fetched.
+            let lower = line
+                .to_ascii_lowercase()
+                .replace("http://www.w3.org/2000/svg", "");
             assert!(
                 !lower.contains("http://") && !lower.contains("https://"),
                 "{at}"

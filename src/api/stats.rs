@@ -36,7 +36,7 @@ pub fn routes() -> Router<AppState> {
 /// `{timestamp_ms, version, uptime_seconds, events_ingested, deliveries:
 /// {poll, long_poll, sse, websocket, grpc}, connections: {sse, websocket,
 /// long_poll, grpc_streams}, storage: {events, disk_bytes, streams,
-/// first_id, last_id, oldest_event_ms, last_compaction}, federation}`.
+/// first_id, last_id, oldest_event, last_compaction}, federation}`.
 /// Counts are totals since start; rates are the difference of two snapshots.
 #[utoipa::path(
     get,
@@ -153,7 +153,7 @@ async fn snapshot(state: AppState) -> Result<Value> {
     // The oldest event is one store read: off the async threads.
     let oldest = {
         let store = state.store.clone();
-        tokio::task::spawn_blocking(move || store.oldest_event_ms(now_secs))
+        tokio::task::spawn_blocking(move || store.oldest_event(now_secs))
             .await
             .map_err(|e| Error::Internal(format!("reading the oldest event: {e}")))??
     };
@@ -184,7 +184,7 @@ async fn snapshot(state: AppState) -> Result<Value> {
             "streams": store.streams,
             "first_id": store.first_seq.to_string(),
             "last_id": store.last_seq.to_string(),
-            "oldest_event_ms": oldest,
+            "oldest_event": oldest,
             "last_compaction": (retention.last_run > 0).then_some(retention.last_run),
         },
         // No federation yet: `null` means "not configured".

@@ -231,9 +231,9 @@ impl Store {
         }
     }
 
-    /// The timestamp (Unix ms) of the oldest event still readable, `None`
+    /// The timestamp (Unix seconds) of the oldest event still readable, `None`
     /// when there is none. Blocking: call from a blocking context.
-    pub fn oldest_event_ms(&self, now_secs: u64) -> Result<Option<i64>> {
+    pub fn oldest_event(&self, now_secs: u64) -> Result<Option<i64>> {
         let read = self.read_after(0, None, &|_| true, 1, now_secs)?;
         Ok(read.events.first().map(|e| e.timestamp))
     }

@@ -3,6 +3,7 @@
 //! `client` is the HTTP client the suites share; `process` runs the binary.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod client;
 pub mod process;
 pub mod ws;

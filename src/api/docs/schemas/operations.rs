@@ -85,9 +85,9 @@ pub struct StorageFigures {
     pub first_id: String,
     /// Highest id stored.
     pub last_id: String,
-    /// Unix ms of the oldest readable event; `null` when there is none.
+    /// Unix seconds of the oldest readable event; `null` when there is none.
     #[schema(required = true)]
-    pub oldest_event_ms: Option<i64>,
+    pub oldest_event: Option<i64>,
     /// Unix seconds of the last retention pass; `null` before the first.
     #[schema(required = true)]
     pub last_compaction: Option<u64>,
