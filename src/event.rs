@@ -25,9 +25,18 @@ pub const DEFAULT_STREAM: &str = "default";
 pub fn valid_stream_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_STREAM_LEN
+        // A URL path segment of `.` or `..` is resolved away by clients
+        // (browsers, curl) before it is sent: such a stream could never be
+        // named in `/api/v1/streams/{id}` or `/api/v1/events/stream/{id}`.
+        && !is_dot_segment(name)
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// `.` or `..`: names that cannot travel as a URL path segment.
+pub fn is_dot_segment(name: &str) -> bool {
+    name == "." || name == ".."
 }
 
 /// Parses a stream name or says what is wrong with it.
@@ -38,7 +47,9 @@ pub fn parse_stream_name(field: &str, name: &str) -> Result<String, FieldError> 
         Err(FieldError::new(
             field,
             "invalid_stream",
-            format!("stream name {name:?} must be 1-128 characters of A-Z a-z 0-9 . _ : -"),
+            format!(
+                "stream name {name:?} must be 1-128 characters of A-Z a-z 0-9 . _ : -, and not `.` or `..`"
+            ),
         ))
     }
 }
@@ -496,6 +507,9 @@ mod tests {
             ("orders", true),
             ("user:42", true),
             ("a.b_c-d", true),
+            ("...", true),
+            (".", false),
+            ("..", false),
             ("", false),
             ("a b", false),
             ("é", false),

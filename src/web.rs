@@ -32,14 +32,14 @@ use crate::error::{Error, Result};
 #[folder = "web/"]
 struct Files;
 
-/// How long a browser may use an asset before revalidating it. Not
-/// `immutable`: the URLs carry no version, so an upgrade changes the files
-/// under the same names (and their ETags).
+/// How long a browser may use a Swagger UI asset before revalidating it
+/// (they change only with the utoipa-swagger-ui crate).
 pub(crate) const ASSET_CACHE_CONTROL: &str = "public, max-age=3600";
 
-/// HTML is revalidated on every load, so a new version's page (and through
-/// it the new assets' ETags) is seen at once.
-const HTML_CACHE_CONTROL: &str = "no-cache";
+/// The UI's files are revalidated on every load (a 304 when unchanged):
+/// their URLs carry no version, and a page of one release must never run
+/// with modules of another.
+const UI_CACHE_CONTROL: &str = "no-cache";
 
 /// The page may load and call only its own origin: no external script,
 /// style, font or image can sneak in, and it cannot be framed.
@@ -105,11 +105,7 @@ fn prepare(file: rust_embed::EmbeddedFile) -> Prepared {
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
         etag,
         gzip_etag,
-        cache_control: if html {
-            HTML_CACHE_CONTROL
-        } else {
-            ASSET_CACHE_CONTROL
-        },
+        cache_control: UI_CACHE_CONTROL,
         html,
         body,
     }
@@ -270,7 +266,7 @@ pub(crate) async fn index(headers: HeaderMap) -> Result<Response> {
         (status = 200, description = "The file", content(
             (String = "text/javascript"), (String = "text/css"), (String = "text/html")), headers(
             ("ETag" = String, description = "The file's version"),
-            ("Cache-Control" = String, description = "`public, max-age=3600` (`no-cache` for HTML)"))),
+            ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"))),
         (status = 304, description = "The client's copy (`If-None-Match`) is current", headers(
             ("ETag" = String, description = "The file's version"))),
         (status = 404, description = "No such file", body = ErrorBody),

@@ -116,6 +116,12 @@ async fn validate_rejects_exactly_like_publish() {
             "stream_id",
             "invalid_stream",
         ),
+        // `..` could never be named in a URL path (clients resolve it away).
+        (
+            json!({"type": "t", "stream_id": ".."}),
+            "stream_id",
+            "invalid_stream",
+        ),
         (
             json!({"type": "t", "audience": "everyone"}),
             "audience",

@@ -221,6 +221,9 @@ async fn every_file_the_pages_reference_is_served_with_its_content_type() {
                 content_type.starts_with(expected_type(url.path())),
                 "web/{name}: {url} is {content_type}"
             );
+            // Unversioned URLs: revalidated on every load, so an upgrade
+            // never runs new HTML with old modules.
+            assert_eq!(response.headers()["cache-control"], "no-cache", "{url}");
             assert!(!response.bytes().await.unwrap().is_empty(), "{url}");
             checked += 1;
         }

@@ -187,7 +187,9 @@ pub fn parse_consumer(value: &str) -> Result<String> {
     } else {
         Err(Error::bad_request(
             "invalid_consumer",
-            format!("consumer name {value:?} must be 1-128 characters of A-Z a-z 0-9 . _ : -"),
+            format!(
+                "consumer name {value:?} must be 1-128 characters of A-Z a-z 0-9 . _ : -, and not `.` or `..`"
+            ),
         ))
     }
 }

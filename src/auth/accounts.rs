@@ -444,6 +444,8 @@ impl LoginLimits {
 /// `[A-Za-z0-9._@-]{1,64}`.
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_BYTES).contains(&name.len())
+        // Names travel as URL path segments (`/api/v1/admin/users/{name}`).
+        && !crate::event::is_dot_segment(name)
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
@@ -455,7 +457,9 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     } else {
         Err(Error::bad_request(
             "invalid_name",
-            format!("a {what} name must be 1-{MAX_NAME_BYTES} characters of A-Z a-z 0-9 . _ @ -"),
+            format!(
+                "a {what} name must be 1-{MAX_NAME_BYTES} characters of A-Z a-z 0-9 . _ @ -, and not `.` or `..`"
+            ),
         ))
     }
 }
@@ -530,6 +534,9 @@ mod tests {
             ("has space", false),
             ("ümlaut", false),
             ("a/b", false),
+            (".", false),
+            ("..", false),
+            (".a", true),
             (&"x".repeat(64), true),
             (&"x".repeat(65), false),
         ] {
