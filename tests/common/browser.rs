@@ -8,11 +8,16 @@
 //! `Browser::start` returns `None` after a loud message when chromium or
 //! chromedriver is missing, unless `TIDINGS_REQUIRE_ALL=1` (set by
 //! `make test`, whose `test-deps` installs them), which makes it a failure.
+//!
+//! Submodules: `driver` (the chromedriver process), `console` (the console
+//! log, permissions and clipboard, asked of chromedriver directly) and
+//! `ui_server` (`UiServer`).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod console;
+mod driver;
+mod ui_server;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,15 +28,17 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use super::client::Api;
-use super::{TestServer, hs256_token};
+use driver::{Driver, find_programs, tail};
+// Unused by the suites that share `common` without a browser.
+#[allow(unused_imports)]
+pub use ui_server::{ADMIN, USER, UiServer};
 
 /// Deadline for one thing a browser test waits for (a page, an element, a
 /// text). Generous: the first page load also starts the browser's processes.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 /// Chromium's switches: headless, no sandbox (CI runs as root), nothing
 /// that phones home or pops up, a fixed window so screenshots compare.
@@ -265,6 +272,23 @@ impl Browser {
         .await
     }
 
+    /// An attribute of the first element matching `css` now, without
+    /// waiting: `None` when there is no such element or attribute.
+    pub async fn attr_now(&self, css: &str, name: &str) -> Option<String> {
+        self.first(css).await.ok()?.attr(name).await.ok()?
+    }
+
+    /// The `textContent` of the first element matching `css`, rendered or
+    /// not (an svg's `<desc>`, a hidden node); fails the test without one.
+    pub async fn text_content(&self, css: &str) -> String {
+        let script = "const node = document.querySelector(arguments[0]);
+            return node ? node.textContent : null;";
+        match self.execute(script, vec![json!(css)]).await {
+            Value::String(text) => text,
+            _ => self.fail(&format!("no element matches {css}")).await,
+        }
+    }
+
     /// The `value` of an input, textarea or select matching `css`.
     pub async fn value(&self, css: &str) -> String {
         let what = format!("{css} to exist (for its value)");
@@ -408,67 +432,6 @@ impl Browser {
         self.ok("page text", self.try_page_text().await).await
     }
 
-    /// The console's errors (level SEVERE: script errors, failed loads, CSP
-    /// violations) since the session started, as `source: message`.
-    pub async fn console_errors(&self) -> Vec<String> {
-        match self.read_console().await {
-            Ok(errors) => errors,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// Adds the entries chromedriver has not handed out yet (its
-    /// `POST /session/{id}/se/log {"type":"browser"}`, outside W3C, forgets
-    /// what it returns) to those seen; returns the SEVERE ones.
-    async fn read_console(&self) -> Result<Vec<String>, String> {
-        let id = self.client.session_id().await.map_err(|e| e.to_string())?;
-        let url = format!(
-            "{}session/{}/se/log",
-            self.driver.url,
-            id.unwrap_or_default()
-        );
-        let answer = self
-            .driver
-            .http
-            .post(&url)
-            .json(&json!({"type": "browser"}))
-            .send()
-            .await
-            .map_err(|e| format!("chromedriver's browser log: {e}"))?;
-        let mut body: Value = answer
-            .json()
-            .await
-            .map_err(|e| format!("chromedriver's browser log: {e}"))?;
-        let Value::Array(fresh) = body["value"].take() else {
-            return Err(format!("chromedriver's browser log is not a list: {body}"));
-        };
-        let mut seen = self.console.lock().expect("console lock");
-        seen.extend(fresh);
-        Ok(seen
-            .iter()
-            .filter(|e| e["level"] == "SEVERE")
-            .map(|e| format!("{}: {}", e["source"].as_str().unwrap_or("?"), e["message"]))
-            .collect())
-    }
-
-    /// Fails the test if the console logged an error that contains none of
-    /// `allowed` (e.g. `"status of 401"` where a test provokes one).
-    pub async fn assert_no_console_errors(&self, allowed: &[&str]) {
-        let errors: Vec<String> = self
-            .console_errors()
-            .await
-            .into_iter()
-            .filter(|e| !allowed.iter().any(|a| e.contains(a)))
-            .collect();
-        if !errors.is_empty() {
-            self.fail(&format!(
-                "the console logged errors:\n  {}",
-                errors.join("\n  ")
-            ))
-            .await;
-        }
-    }
-
     /// `result`'s value, or the test fails with `what` and the error.
     pub async fn ok<T>(&self, what: &str, result: Result<T, impl std::fmt::Display>) -> T {
         match result {
@@ -547,8 +510,16 @@ impl Browser {
                 }
             })
             .collect();
+        // Written aside and renamed: tests running at once may save the
+        // same page, and a reader never sees half a PNG.
         let path = dir.join(format!("{file}.png"));
-        std::fs::write(&path, png).map_err(|e| format!("{}: {e}", path.display()))?;
+        let part = dir.join(format!(
+            ".{file}.{}.{:?}.part",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&part, png).map_err(|e| format!("{}: {e}", part.display()))?;
+        std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
     }
 }
@@ -573,200 +544,4 @@ fn indent(text: &str, max: usize) -> String {
         .map(|l| format!("    | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Chromium (`/usr/bin/chromium`, else the first of its names on `PATH`)
-/// and chromedriver, or why not.
-fn find_programs() -> Result<(String, PathBuf), String> {
-    let chromium = Some(PathBuf::from("/usr/bin/chromium"))
-        .filter(|p| p.is_file())
-        .or_else(|| {
-            ["chromium", "chromium-browser", "google-chrome"]
-                .iter()
-                .find_map(|n| on_path(n))
-        })
-        .ok_or("chromium not found (/usr/bin/chromium or on PATH)")?;
-    let driver = on_path("chromedriver").ok_or("chromedriver not found on PATH")?;
-    Ok((chromium.display().to_string(), driver))
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// A chromedriver process on a free port, stopped on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-    /// `http://127.0.0.1:<port>/`
-    url: String,
-    /// For the calls fantoccini does not make (`/status`, the console log).
-    http: reqwest::Client,
-    log: PathBuf,
-}
-
-impl Driver {
-    /// Spawns chromedriver and waits for its `/status` to say ready; tries
-    /// another port if the one picked was taken in between.
-    async fn spawn(program: &Path, dir: &Path) -> Driver {
-        let log = dir.join("chromedriver.log");
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let child = Command::new(program)
-                .arg(format!("--port={port}"))
-                .arg(format!("--log-path={}", log.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
-            let mut driver = Driver {
-                child,
-                port,
-                url: format!("http://127.0.0.1:{port}/"),
-                http: reqwest::Client::new(),
-                log: log.clone(),
-            };
-            match driver.wait_ready(Duration::from_secs(15)).await {
-                Ok(()) => return driver,
-                Err(e) => failures.push(e),
-            }
-        }
-        panic!(
-            "chromedriver did not become ready: {}\n{}",
-            failures.join("; "),
-            tail(&log)
-        );
-    }
-
-    async fn wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
-        let status = format!("{}status", self.url);
-        let end = tokio::time::Instant::now() + deadline;
-        loop {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                return Err(format!("port {}: exited with {exit}", self.port));
-            }
-            let answer = self
-                .http
-                .get(&status)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if let Ok(r) = answer {
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                if body["value"]["ready"] == true {
-                    return Ok(());
-                }
-            }
-            if tokio::time::Instant::now() > end {
-                return Err(format!("port {}: not ready after {deadline:?}", self.port));
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-/// The last lines of chromedriver's log, for failure messages.
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-impl Drop for Driver {
-    /// `GET /shutdown` quits every session (so Chromium too); then the
-    /// process is waited for, and killed if it lingers.
-    fn drop(&mut self) {
-        let shutdown = || -> std::io::Result<()> {
-            let addr = ([127, 0, 0, 1], self.port).into();
-            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                conn,
-                "GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-                self.port
-            )?;
-            conn.read_to_end(&mut Vec::new()).map(|_| ())
-        };
-        let _ = shutdown();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// The ADMIN account of a [`UiServer`]: (name, password).
-pub const ADMIN: (&str, &str) = ("admin", "admin-password-1");
-/// The USER account of a [`UiServer`]: (name, password).
-pub const USER: (&str, &str) = ("alice", "alice-password-1");
-
-/// A server with authentication on (nothing anonymous, JWTs signed with
-/// [`super::TEST_JWT_SECRET`]) and two local accounts, [`ADMIN`] and
-/// [`USER`]; `admin` calls the API as an ADMIN JWT.
-pub struct UiServer {
-    pub server: TestServer,
-    pub admin: Api,
-}
-
-impl UiServer {
-    pub async fn start() -> UiServer {
-        Self::start_with(|_| {}).await
-    }
-
-    /// The same with the configuration further adjusted by `tweak`.
-    pub async fn start_with(tweak: impl FnOnce(&mut tidings::config::Config)) -> UiServer {
-        let server = TestServer::start_with(|c| {
-            c.auth.jwt_secret = Some(super::TEST_JWT_SECRET.into());
-            c.auth.allow_anonymous = Some(false);
-            c.auth.anonymous_publish = Some(false);
-            tweak(c);
-        })
-        .await;
-        let admin = Api::with_token(&server, &hs256_token("ui-test-admin", &["ADMIN"]));
-        let ui = UiServer { server, admin };
-        ui.add_user(ADMIN.0, ADMIN.1, "ADMIN").await;
-        ui.add_user(USER.0, USER.1, "USER").await;
-        ui
-    }
-
-    /// The page's address (`http://127.0.0.1:port`).
-    pub fn base(&self) -> &str {
-        &self.server.base
-    }
-
-    /// Creates a local account through the API; requires 201.
-    pub async fn add_user(&self, name: &str, password: &str, role: &str) {
-        let body = json!({"name": name, "password": password, "role": role});
-        let (status, answer) = self.admin.post_json("/api/v1/admin/users", &body).await;
-        assert_eq!(status, 201, "creating {name}: {answer}");
-    }
-
-    /// Changes a password through the API (which ends the user's sessions).
-    pub async fn set_password(&self, name: &str, password: &str) {
-        let (status, answer) = self
-            .admin
-            .send(
-                reqwest::Method::PATCH,
-                &format!("/api/v1/admin/users/{name}"),
-                &[("content-type", "application/json")],
-                json!({ "password": password }).to_string(),
-            )
-            .await;
-        assert_eq!(status, 200, "changing {name}'s password: {answer}");
-    }
 }

@@ -1,8 +1,10 @@
 // The live tail of a stream page: an EventSource on
 // `api/v1/events/stream/<name>` (the session cookie authenticates it),
-// newest event first, at most 200 kept; Pause holds new events (at most
-// 200) until Resume; the type filter applies to events that arrive after it
-// is typed. A refused connection is retried from the last id seen.
+// newest event first, at most 200 kept; Pause holds what arrives (at most
+// 200 lines, `#tail-held` counts the events) until Resume shows it, with a
+// notice of how many older ones did not fit; the type filter applies to
+// events that arrive after it is typed. A refused connection is retried
+// from the last id seen.
 
 import { get, parseExact, seg, withQuery } from "../api.js";
 import { $, el, clearError, showError, splitList } from "../dom.js";
@@ -13,7 +15,7 @@ const RETRY_MS = 3000;
 export function startTail(life, name) {
   const state = {
     life, name, paused: false, open: false, tried: false, closed: false,
-    held: [], types: [], lastId: null,
+    held: [], dropped: 0, types: [], lastId: null,
   };
   $("tail").replaceChildren();
   $("tail-filter").value = "";
@@ -39,10 +41,47 @@ function setPaused(state, paused) {
   const button = $("tail-pause");
   button.textContent = paused ? "Resume" : "Pause";
   button.setAttribute("aria-pressed", String(paused));
-  if (!paused) {
-    for (const event of state.held.splice(0)) show(event);
-  }
+  if (!paused) resume(state);
   showState(state);
+  showHeld(state);
+}
+
+const isEvent = (item) => item.classList.contains("tail-event");
+
+/** Shows what was held, oldest first, below it a notice of what did not fit. */
+function resume(state) {
+  const items = state.held.splice(0);
+  if (state.dropped) {
+    // The notice takes one of the KEEP lines, below the events it precedes.
+    const cut = items.splice(0, Math.max(0, items.length - (KEEP - 1)));
+    const lost = state.dropped + cut.filter(isEvent).length;
+    state.dropped = 0;
+    prepend(el("li", { className: "tail-gap" },
+      `${lost} older event${lost === 1 ? "" : "s"} that arrived while paused `
+      + `${lost === 1 ? "is" : "are"} not shown: the tail keeps ${KEEP} lines.`));
+  }
+  for (const item of items) prepend(item);
+}
+
+/** A new line of the tail: shown at once, or held while paused. */
+function add(state, item) {
+  if (!state.paused) {
+    prepend(item);
+    return;
+  }
+  state.held.push(item);
+  if (state.held.length > KEEP && isEvent(state.held.shift())) state.dropped += 1;
+  showHeld(state);
+}
+
+/** While paused: how many events wait for Resume. */
+function showHeld(state) {
+  const n = state.held.filter(isEvent).length + state.dropped;
+  const node = $("tail-held");
+  node.textContent = state.paused && n
+    ? `${n} new event${n === 1 ? "" : "s"} held${state.dropped ? " (more than the tail keeps)" : ""}`
+    : "";
+  node.hidden = !node.textContent;
 }
 
 function connect(state) {
@@ -72,7 +111,7 @@ function connect(state) {
     } catch {
       // The notice is still worth showing.
     }
-    prepend(el("li", { className: "tail-gap" },
+    add(state, el("li", { className: "tail-gap" },
       `Events ${gap.from ?? "?"} to ${gap.to ?? "?"} were removed before they could be shown.`));
   });
   source.onerror = () => {
@@ -101,17 +140,8 @@ function connect(state) {
 
 function receive(state, event) {
   if (state.types.length && !state.types.includes(event.type)) return;
-  if (state.paused) {
-    state.held.push(event);
-    if (state.held.length > KEEP) state.held.shift();
-    return;
-  }
-  show(event);
-}
-
-function show(event) {
   const id = String(event.id ?? "");
-  prepend(el("li", { className: "tail-event", data: { id } },
+  add(state, el("li", { className: "tail-event", data: { id } },
     el("div", { className: "tail-head" },
       el("strong", { className: "tail-type" }, String(event.type ?? "")),
       el("span", { className: "muted" }, ` #${id}${event.time ? ` · ${event.time}` : ""}`)),
