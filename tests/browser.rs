@@ -1,9 +1,9 @@
 //! The admin UI in a real headless Chromium (chromedriver over WebDriver)
-//! against a server with authentication on. Logging in and out, and a
-//! session ended on the server side; then one scenario per page, each
-//! checked against the API from outside: the dashboard's live figures, a
-//! stream's live tail (pause, filter), publish form and generator, tokens
-//! and users, what a non-admin may see, jobs, consumers and settings.
+//! against a server with authentication on: logging in and out, a session
+//! ended or switched on the server side (the page starts afresh, nothing of
+//! the previous user left in it), routing, the dashboard's live figures and
+//! what a non-admin may see. The stream page is in `browser_streams.rs`,
+//! the admin pages in `browser_admin.rs`.
 //! Element ids are those of the UI contract (`#login-form`, `#who-name`,
 //! `#page-dashboard`, `#tail`…). Every wait has a deadline; every test ends
 //! by checking the console logged no error it did not expect.
@@ -15,13 +15,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::browser::scenario::{expect_expired, open, publish, session, wait_number};
 use common::browser::{ADMIN, Browser, USER, UiServer, WAIT};
-use common::client::{Api, EVENTS, ack_id, event_json};
-use common::{TEST_JWT_SECRET, wait_until};
 use serde_json::{Value, json};
-
-/// Lines the live tail keeps (the UI contract).
-const TAIL_KEEP: usize = 200;
 
 /// The failed login's answer, which the console reports as a failed load.
 const LOGIN_401: &str =
@@ -49,6 +45,17 @@ async fn admin_logs_in_through_the_form_and_sees_the_dashboard() {
     browser.wait_visible("#page-dashboard", WAIT).await;
     let url = browser.current_url().await;
     assert!(url.ends_with("#/dashboard"), "the default route: {url}");
+    // The focus left the (now hidden) login button for the page's heading.
+    let focused = "return document.activeElement && document.activeElement.id;";
+    assert_eq!(
+        browser.execute(focused, vec![]).await,
+        json!("dashboard-title")
+    );
+    // Scrolling areas can be reached and scrolled from the keyboard.
+    let unlabelled = "return [...document.querySelectorAll('.table-wrap, .tail-region')]
+        .filter(n => n.tabIndex !== 0 || n.getAttribute('role') !== 'region'
+            || !n.getAttribute('aria-label')).length;";
+    assert_eq!(browser.execute(unlabelled, vec![]).await, json!(0));
     let version = env!("CARGO_PKG_VERSION");
     browser.wait_text("#version", version, WAIT).await;
     browser
@@ -129,11 +136,12 @@ async fn a_session_ended_by_a_password_change_shows_expired() {
     let ui = UiServer::start().await;
 
     // Changing the password ends the user's sessions: the page's next call
-    // to the API (here opening another page) sends it to the login form.
+    // to the API (here opening another page, unless the dashboard's stream
+    // ended first) sends it to the login form.
     browser.login(ui.base(), ADMIN.0, ADMIN.1).await;
     browser.wait_visible("#page-dashboard", WAIT).await;
     ui.set_password(ADMIN.0, "second-admin-password").await;
-    browser.click("#nav a[href='#/streams']").await;
+    browser.goto(&format!("{}/#/jobs", ui.base())).await;
     expect_expired(&browser).await;
     browser.screenshot("session-expired").await;
 
@@ -151,117 +159,6 @@ async fn a_session_ended_by_a_password_change_shows_expired() {
         .await;
     assert!(who.contains("ADMIN"), "{who:?}");
     browser.close().await;
-}
-
-/// The login form is back with "expired" in `#notice`, and nothing of the
-/// application is left on screen.
-async fn expect_expired(browser: &Browser) {
-    browser.wait_text("#notice", "expired", WAIT).await;
-    browser.wait_visible("#login-form", WAIT).await;
-    assert!(!browser.is_displayed("#who-name").await);
-    assert!(!browser.is_displayed("#page-dashboard").await);
-    assert!(!browser.is_displayed("#page-streams").await);
-}
-
-// ---- Helpers shared by the page scenarios ----------------------------------
-
-/// A browser logged in as `account` on a fresh [`UiServer`]; `None` when
-/// the browser is missing (the skip is announced by [`Browser::start`]).
-async fn session(account: (&str, &str)) -> Option<(Browser, UiServer)> {
-    let browser = Browser::start().await?;
-    let ui = UiServer::start().await;
-    browser.login(ui.base(), account.0, account.1).await;
-    Some((browser, ui))
-}
-
-/// Opens `#/route` (e.g. `jobs`, `streams/orders`) and waits until the
-/// navigation shows it as current and `section` is visible.
-async fn open(browser: &Browser, ui: &UiServer, route: &str, section: &str) {
-    browser.goto(&format!("{}/#/{route}", ui.base())).await;
-    let link = format!("#/{}", route.split('/').next().unwrap_or(route));
-    let what = format!("the navigation to mark {link} as current");
-    browser
-        .wait_for(&what, WAIT, async |b| {
-            let current = b.attr_now("#nav a[aria-current=page]", "href").await;
-            if current.as_deref() == Some(link.as_str()) {
-                Ok(())
-            } else {
-                Err(format!("the current link is {current:?}"))
-            }
-        })
-        .await;
-    browser.wait_visible(section, WAIT).await;
-}
-
-/// Publishes one event over HTTP as an admin; returns its id.
-async fn publish(ui: &UiServer, stream: &str, ty: &str, data: Value) -> String {
-    ack_id(&ui.admin.publish(event_json(stream, ty, data)).await)
-}
-
-/// Every stored event of `stream`, oldest first (a poll as an admin).
-async fn stored(ui: &UiServer, stream: &str) -> Vec<Value> {
-    ui.admin.poll_all(&format!("streams={stream}")).await
-}
-
-/// Fails if `stream` gains an event during `window`, looking every 50 ms:
-/// a bounded observation that nothing happens; returns the count.
-async fn assert_quiet(ui: &UiServer, stream: &str, window: Duration) -> usize {
-    let before = stored(ui, stream).await.len();
-    let end = Instant::now() + window;
-    while Instant::now() < end {
-        let now = stored(ui, stream).await.len();
-        assert_eq!(now, before, "{stream} grew from {before} to {now} events");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    before
-}
-
-/// The whole number a text is (`None` for `–` and the like).
-fn number(text: &str) -> Option<u64> {
-    text.trim().parse().ok()
-}
-
-/// Waits until `css` reads a whole number of at least `min`; returns it.
-async fn wait_number(browser: &Browser, css: &str, min: u64) -> u64 {
-    let what = format!("{css} to read a number of at least {min}");
-    let text = browser
-        .wait_text_matching(css, &what, WAIT, |t| number(t).is_some_and(|n| n >= min))
-        .await;
-    number(&text).expect("checked")
-}
-
-/// The generator of `stream` as `GET /api/v1/streams/{stream}` reports it.
-async fn generator(ui: &UiServer, stream: &str) -> Value {
-    let (status, body) = ui
-        .admin
-        .get_json(&format!("/api/v1/streams/{stream}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["generator"].clone()
-}
-
-/// Clicks a generator button and waits for `#gen-state` and the API to agree.
-async fn generator_step(browser: &Browser, ui: &UiServer, stream: &str, button: &str, want: &str) {
-    browser.click(button).await;
-    browser.wait_text("#gen-state", want, WAIT).await;
-    let g = generator(ui, stream).await;
-    let state = match (g["running"].as_bool(), g["paused"].as_bool()) {
-        (Some(false), _) => "stopped",
-        (Some(true), Some(true)) => "paused",
-        _ => "running",
-    };
-    assert_eq!(state, want, "the API's generator after {button}: {g}");
-}
-
-/// The id in a status line like "Published event 42.".
-fn id_in(text: &str) -> String {
-    let id: String = text
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(char::is_ascii_digit)
-        .collect();
-    assert!(!id.is_empty(), "no id in {text:?}");
-    id
 }
 
 // ---- Dashboard -------------------------------------------------------------
@@ -316,348 +213,6 @@ async fn the_dashboard_counts_events_published_from_outside_and_charts_them() {
     assert!(!desc.contains("highest 0."), "{desc:?}");
     browser.screenshot("dashboard").await;
     browser.assert_no_console_errors(&[]).await;
-    browser.close().await;
-}
-
-// ---- A stream's page -------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_tail_shows_events_within_a_second_holds_them_while_paused_and_filters() {
-    let Some((browser, ui)) = session(ADMIN).await else {
-        return;
-    };
-    open(&browser, &ui, "streams/tail-test", "#page-stream").await;
-    browser.wait_text("#stream-title", "tail-test", WAIT).await;
-    browser.wait_text("#tail-state", "live", WAIT).await;
-
-    let data = json!({ "order": 4711, "note": "first", "lines": [1, 2] });
-    let id = publish(&ui, "tail-test", "order.created", data.clone()).await;
-    let acked = Instant::now();
-    let item = format!("li.tail-event[data-id='{id}'] pre");
-    let pre = browser
-        .wait_text(&item, "4711", Duration::from_secs(1))
-        .await;
-    eprintln!(
-        "publish acknowledged → shown in the tail: {:?}",
-        acked.elapsed()
-    );
-    let shown: Value = serde_json::from_str(&pre).expect("the tail's <pre> is JSON");
-    assert_eq!(
-        (&shown["id"], &shown["type"], &shown["data"]),
-        (&json!(id), &json!("order.created"), &data)
-    );
-    assert!(
-        pre.contains("\n  \"type\": \"order.created\",\n") && pre.contains("\n    \"order\": 4711"),
-        "pretty-printed, two spaces a level: {pre}"
-    );
-
-    // Paused: a new event is held (and counted), not shown; Resume shows it
-    // on top.
-    browser.click("#tail-pause").await;
-    browser.wait_text("#tail-state", "paused", WAIT).await;
-    assert_eq!(browser.text("#tail-pause").await, "Resume");
-    assert_eq!(
-        browser.attr("#tail-pause", "aria-pressed").await.as_deref(),
-        Some("true")
-    );
-    let held = publish(&ui, "tail-test", "order.created", json!({ "order": 4712 })).await;
-    browser
-        .wait_text("#tail-held", "1 new event held", WAIT)
-        .await;
-    let held_item = format!("li.tail-event[data-id='{held}']");
-    assert_eq!(browser.count(&held_item).await, 0, "shown while paused");
-    browser.click("#tail-pause").await;
-    browser.wait_visible(&held_item, WAIT).await;
-    browser.wait_text("#tail-state", "live", WAIT).await;
-    browser.wait_hidden("#tail-held", WAIT).await;
-    assert_eq!(
-        browser.attr("li.tail-event", "data-id").await,
-        Some(held),
-        "newest first"
-    );
-
-    // Held is bounded: of more than the tail keeps, the newest show on
-    // Resume, above a notice of how many did not fit (it takes a line).
-    browser.click("#tail-pause").await;
-    browser.wait_text("#tail-state", "paused", WAIT).await;
-    let burst: Vec<Value> = (0..TAIL_KEEP + 5)
-        .map(|n| event_json("tail-test", "burst", json!({ "n": n })))
-        .collect();
-    let burst: Vec<String> = ui
-        .admin
-        .publish_batch(burst)
-        .await
-        .iter()
-        .map(ack_id)
-        .collect();
-    let held = format!("{} new events held (more than the tail keeps)", burst.len());
-    browser.wait_text("#tail-held", &held, WAIT).await;
-    browser.click("#tail-pause").await;
-    let newest = format!("li.tail-event[data-id='{}']", burst[burst.len() - 1]);
-    browser.wait_visible(&newest, WAIT).await;
-    // The notice and 199 of the 205 events fill the 200 lines.
-    let lost = burst.len() - (TAIL_KEEP - 1);
-    assert_eq!(
-        browser.text("#tail > li:last-child").await,
-        format!(
-            "{lost} older events that arrived while paused are not shown: \
-             the tail keeps {TAIL_KEEP} lines."
-        )
-    );
-    assert_eq!(browser.count("#tail > li").await, TAIL_KEEP);
-    let oldest = browser.attr("li.tail-event:nth-last-child(2)", "data-id");
-    assert_eq!(oldest.await.as_ref(), Some(&burst[lost]));
-
-    // The type filter: of two events sent in order, only the chosen type
-    // shows; once the second is there, the first was received and hidden.
-    browser.fill("#tail-filter", "keep.me").await;
-    let skipped = publish(&ui, "tail-test", "skip.me", json!({})).await;
-    let kept = publish(&ui, "tail-test", "keep.me", json!({})).await;
-    browser
-        .wait_visible(&format!("li.tail-event[data-id='{kept}']"), WAIT)
-        .await;
-    assert_eq!(
-        browser
-            .count(&format!("li.tail-event[data-id='{skipped}']"))
-            .await,
-        0
-    );
-    assert_eq!(browser.attr("li.tail-event", "data-id").await, Some(kept));
-    browser.screenshot("stream").await;
-    browser.assert_no_console_errors(&[]).await;
-    browser.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_publish_form_stores_the_event_and_refuses_invalid_json() {
-    let Some((browser, ui)) = session(ADMIN).await else {
-        return;
-    };
-    open(&browser, &ui, "streams/form-test", "#page-stream").await;
-    // `big` is more than a double holds: the form sends the data as typed.
-    let data = json!({ "n": 1, "text": "from the form", "big": 12345678901234567890u64 });
-    browser.fill("#publish-type", "form.sent").await;
-    browser.fill("#publish-data", &data.to_string()).await;
-    browser.click("#publish-form button[type=submit]").await;
-    let first = id_in(
-        &browser
-            .wait_text("#publish-result", "Published event", WAIT)
-            .await,
-    );
-    let events = stored(&ui, "form-test").await;
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(
-        (&events[0]["id"], &events[0]["type"], &events[0]["data"]),
-        (&json!(first), &json!("form.sent"), &data)
-    );
-
-    // Invalid JSON: an error, nothing sent. The next valid event is the
-    // second the stream holds.
-    browser.fill("#publish-data", "{\"n\": 2,").await;
-    browser.click("#publish-form button[type=submit]").await;
-    browser
-        .wait_text("#publish-error", "not valid JSON", WAIT)
-        .await;
-    assert_eq!(browser.text("#publish-result").await, "");
-    browser.fill("#publish-data", "{\"n\": 3}").await;
-    browser.click("#publish-form button[type=submit]").await;
-    let second = browser
-        .wait_text_matching("#publish-result", "a second event's id", WAIT, |t| {
-            t.contains("Published event") && !t.contains(&format!(" {first}."))
-        })
-        .await;
-    browser.wait_hidden("#publish-error", WAIT).await;
-    let ids: Vec<Value> = stored(&ui, "form-test")
-        .await
-        .iter()
-        .map(|e| e["id"].clone())
-        .collect();
-    assert_eq!(ids, [json!(first), json!(id_in(&second))]);
-    browser
-        .wait_visible(
-            &format!("#history-table tr[data-id='{}']", id_in(&second)),
-            WAIT,
-        )
-        .await;
-    browser.screenshot("stream").await;
-    browser.assert_no_console_errors(&[]).await;
-    browser.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_generator_runs_pauses_resumes_and_stops_from_the_page() {
-    let Some((browser, ui)) = session(ADMIN).await else {
-        return;
-    };
-    const STREAM: &str = "gen-test";
-    const INTERVAL: Duration = Duration::from_millis(200);
-    open(&browser, &ui, &format!("streams/{STREAM}"), "#page-stream").await;
-    browser.wait_text("#gen-state", "stopped", WAIT).await;
-    browser
-        .fill("#gen-interval", &INTERVAL.as_millis().to_string())
-        .await;
-    generator_step(&browser, &ui, STREAM, "#gen-start", "running").await;
-    assert_eq!(
-        generator(&ui, STREAM).await["interval_ms"],
-        INTERVAL.as_millis() as u64
-    );
-    let grows = async |from: usize| {
-        wait_until(
-            &format!("{STREAM} to grow past {from} events"),
-            WAIT,
-            || async { stored(&ui, STREAM).await.len() > from },
-        )
-        .await
-    };
-    grows(2).await;
-
-    // Paused: once the UI and the API say so, nothing more for two intervals.
-    generator_step(&browser, &ui, STREAM, "#gen-pause", "paused").await;
-    let paused_at = assert_quiet(&ui, STREAM, 2 * INTERVAL).await;
-    generator_step(&browser, &ui, STREAM, "#gen-resume", "running").await;
-    grows(paused_at + 1).await;
-    browser.wait_visible("li.tail-event", WAIT).await;
-
-    generator_step(&browser, &ui, STREAM, "#gen-stop", "stopped").await;
-    assert_quiet(&ui, STREAM, 2 * INTERVAL).await;
-    browser.screenshot("stream").await;
-    browser.assert_no_console_errors(&[]).await;
-    browser.close().await;
-}
-
-// ---- Users and tokens ------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_created_on_the_users_page_publishes_until_it_is_revoked() {
-    let Some((browser, ui)) = session(ADMIN).await else {
-        return;
-    };
-    open(&browser, &ui, "users", "#page-users").await;
-    browser.fill("#token-name", "ci-publisher").await;
-    browser.select("#token-roles", "PUBLISHER").await;
-    browser.click("#token-form button[type=submit]").await;
-    browser.wait_visible("#token-secret", WAIT).await;
-    let secret = browser.text("#token-secret").await;
-    assert!(
-        secret.len() >= 20 && !secret.contains(char::is_whitespace),
-        "{secret:?}"
-    );
-
-    let with_token = Api::at_with_token(ui.base(), &secret);
-    let event = event_json("token-test", "via.token", json!({ "ok": true }));
-    let (status, body) = with_token.post_json(EVENTS, &event).await;
-    assert_eq!(status, 201, "{body}");
-
-    let (_, tokens) = ui.admin.get_json("/api/v1/admin/tokens").await;
-    let token = tokens["tokens"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| t["name"] == "ci-publisher")
-        .unwrap_or_else(|| panic!("no ci-publisher in {tokens}"));
-    let id = token["id"].as_str().expect("token id").to_owned();
-    let row = format!("#tokens-table tr[data-token='{id}']");
-    let text = browser.wait_text(&row, "ci-publisher", WAIT).await;
-    assert!(
-        text.contains("PUBLISHER") && !text.contains(&secret),
-        "{text:?}"
-    );
-
-    // Copy: headless Chromium lets the page write the clipboard, so the
-    // fallback (selecting the text) is not what happens here.
-    browser.click("#token-copy").await;
-    browser
-        .wait_text("#token-copy-result", "Copied", WAIT)
-        .await;
-    assert_eq!(browser.clipboard().await, secret);
-
-    // Shown once: leaving the page forgets it.
-    open(&browser, &ui, "streams", "#page-streams").await;
-    open(&browser, &ui, "users", "#page-users").await;
-    browser.wait_visible(&row, WAIT).await;
-    assert!(!browser.is_displayed("#token-secret").await);
-    assert!(!browser.page_text().await.contains(&secret));
-
-    browser.click(&format!("{row} button.token-revoke")).await;
-    let question = browser.accept_dialog(WAIT).await;
-    assert!(question.contains(&id), "{question:?}");
-    browser.wait_text("#users-result", "revoked", WAIT).await;
-    browser.wait_hidden(&row, WAIT).await;
-    let (status, body) = with_token.post_json(EVENTS, &event).await;
-    assert_eq!(status, 401, "{body}");
-    browser.screenshot("users").await;
-    browser.assert_no_console_errors(&[]).await;
-    browser.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_are_created_logged_in_as_given_a_new_password_and_deleted() {
-    let Some((browser, ui)) = session(ADMIN).await else {
-        return;
-    };
-    const CAROL: (&str, &str) = ("carol", "carol-password-1");
-    const NEW_PASSWORD: &str = "carol-password-2";
-    open(&browser, &ui, "users", "#page-users").await;
-    browser.fill("#user-name", CAROL.0).await;
-    browser.fill("#user-password", CAROL.1).await;
-    browser.select("#user-role", "PUBLISHER").await;
-    browser.click("#user-form button[type=submit]").await;
-    let row = "#users-table tr[data-user='carol']";
-    let text = browser.wait_text(row, "PUBLISHER", WAIT).await;
-    assert!(text.starts_with("carol"), "{text:?}");
-    browser
-        .wait_text("#users-result", "carol was created", WAIT)
-        .await;
-    assert_eq!(
-        browser.value("#user-password").await,
-        "",
-        "the form is cleared"
-    );
-
-    // Carol logs in, in a browser of her own.
-    let carol = Browser::start().await.expect("a second browser");
-    let who = carol.login(ui.base(), CAROL.0, CAROL.1).await;
-    assert!(who.contains("PUBLISHER"), "{who:?}");
-    carol.wait_visible("#page-streams", WAIT).await;
-
-    // A new password (through the prompt) ends her session; it works, the
-    // old one no longer does.
-    browser.click(&format!("{row} button.user-password")).await;
-    let question = browser.answer_prompt(NEW_PASSWORD, WAIT).await;
-    assert!(question.contains("carol"), "{question:?}");
-    browser
-        .wait_text("#users-result", "password of carol was changed", WAIT)
-        .await;
-    carol.refresh().await;
-    carol.wait_text("#notice", "expired", WAIT).await;
-    carol.submit_login(ui.base(), CAROL.0, CAROL.1).await;
-    carol
-        .wait_text("#login-error", "Wrong user name or password", WAIT)
-        .await;
-    carol.login(ui.base(), CAROL.0, NEW_PASSWORD).await;
-
-    // Delete: a dismissed confirm keeps her; an accepted one removes her.
-    browser.click(&format!("{row} button.user-delete")).await;
-    browser.dismiss_dialog(WAIT).await;
-    assert_eq!(browser.count(row).await, 1);
-    browser.click(&format!("{row} button.user-delete")).await;
-    let question = browser.accept_dialog(WAIT).await;
-    assert!(question.contains("carol"), "{question:?}");
-    browser.wait_hidden(row, WAIT).await;
-    let (_, users) = ui.admin.get_json("/api/v1/admin/users").await;
-    assert!(!users.to_string().contains("carol"), "{users}");
-    carol.refresh().await;
-    carol.wait_visible("#login-form", WAIT).await;
-    carol.submit_login(ui.base(), CAROL.0, NEW_PASSWORD).await;
-    carol
-        .wait_text("#login-error", "Wrong user name or password", WAIT)
-        .await;
-    browser.screenshot("users").await;
-    browser.assert_no_console_errors(&[]).await;
-    // Carol's ended session answers 401 (that is how the page learns it
-    // ended), and so do her logins with a wrong or deleted password.
-    carol.assert_no_console_errors(&["status of 401"]).await;
-    carol.close().await;
     browser.close().await;
 }
 
@@ -728,129 +283,153 @@ async fn a_user_sees_no_admin_pages_and_only_the_streams_they_may_read() {
     browser.close().await;
 }
 
-// ---- Jobs, consumers, settings ---------------------------------------------
+// ---- A session that ends or changes hands ----------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_jobs_page_lists_an_async_job_and_looks_it_up_by_id() {
+async fn after_a_logout_the_next_user_of_the_tab_finds_nothing_of_the_previous_one() {
     let Some((browser, ui)) = session(ADMIN).await else {
         return;
     };
-    let event = event_json("jobs-test", "queued.event", json!({ "n": 1 }));
-    let (status, accepted) = ui
-        .admin
-        .post_json(&format!("{EVENTS}?async=true"), &event)
-        .await;
-    assert_eq!(status, 202, "{accepted}");
-    let job = accepted["job_id"].as_str().expect("job_id").to_owned();
-    wait_until("the job to be done", WAIT, || async {
-        ui.admin.get_json(&format!("/api/v1/jobs/{job}")).await.1["status"] == "done"
-    })
-    .await;
-    let event_id = stored(&ui, "jobs-test").await[0]["id"].clone();
+    let (status, config) = ui.admin.get_json("/api/v1/admin/config").await;
+    assert_eq!(status, 200, "{config}");
+    let toml = config["toml"].as_str().expect("toml").to_owned();
 
-    open(&browser, &ui, "jobs", "#page-jobs").await;
-    let row = browser
-        .wait_text(&format!("#jobs-table tr[data-job='{job}']"), "done", WAIT)
-        .await;
-    assert!(row.contains(event_id.as_str().expect("id")), "{row:?}");
-
-    browser.fill("#job-id", &job).await;
-    browser.click("#job-lookup-form button").await;
-    let found = browser.wait_text("#job-result", &job, WAIT).await;
-    let found: Value = serde_json::from_str(&found).expect("#job-result is JSON");
-    assert_eq!(
-        (&found["status"], &found["event_ids"]),
-        (&json!("done"), &json!([event_id]))
-    );
-
-    browser.fill("#job-id", "no-such-job").await;
-    browser.click("#job-lookup-form button").await;
+    open(&browser, &ui, "users", "#page-users").await;
     browser
-        .wait_text_matching("#job-result", "not found", WAIT, |t| t == "not found")
+        .wait_visible("#users-table tr[data-user='admin']", WAIT)
         .await;
-    browser.screenshot("jobs").await;
-    // The lookup of an unknown job answers 404, which the console reports.
+    // A password typed and left behind does not outlive the page.
+    browser.fill("#user-password", "typed-not-sent-1").await;
+    open(&browser, &ui, "settings", "#page-settings").await;
+    browser.wait_text("#config-text", "REDACTED", WAIT).await;
+    assert_eq!(input_value(&browser, "user-password").await, "");
+
+    browser.click("#logout").await;
     browser
-        .assert_no_console_errors(&["api/v1/jobs/no-such-job - Failed to load resource"])
+        .wait_text("#notice", "You are logged out.", WAIT)
         .await;
+    browser.wait_visible("#login-form", WAIT).await;
+    // Alice logs in in the same tab, through the form now shown (no reload
+    // by the test).
+    browser.fill("#username", USER.0).await;
+    browser.fill("#password", USER.1).await;
+    browser.click("#login-form button[type=submit]").await;
+    browser.wait_text("#who-name", USER.0, WAIT).await;
+    browser.wait_visible("#page-streams", WAIT).await;
+
+    let text = browser
+        .execute("return document.body.textContent;", vec![])
+        .await;
+    let text = text.as_str().unwrap_or_default();
+    let lines: Vec<&str> = toml.lines().filter(|l| l.contains(" = ")).collect();
+    assert!(lines.len() >= 3, "{toml}");
+    for line in lines {
+        assert!(
+            !text.contains(line),
+            "the admin's config is in the page: {line:?}"
+        );
+    }
+    for css in [
+        "#users-table tbody tr",
+        "#tokens-table tbody tr",
+        "#config-redacted li",
+    ] {
+        assert_eq!(browser.count(css).await, 0, "{css} kept the admin's rows");
+    }
+    assert_eq!(input_value(&browser, "user-password").await, "");
+    browser.assert_no_console_errors(&[]).await;
     browser.close().await;
 }
 
+/// The `value` of the input with this id, shown or not.
+async fn input_value(browser: &Browser, id: &str) -> String {
+    let script = "return document.getElementById(arguments[0]).value;";
+    let value = browser.execute(script, vec![json!(id)]).await;
+    value.as_str().unwrap_or_default().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_consumers_page_shows_lag_and_resets_and_deletes_a_consumer() {
-    let Some((browser, ui)) = session(ADMIN).await else {
+async fn a_login_as_another_user_elsewhere_in_the_browser_switches_the_page_to_them() {
+    let Some((browser, _ui)) = session(ADMIN).await else {
         return;
     };
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        ids.push(publish(&ui, "cons-test", "work", json!({ "n": n })).await);
+    browser.wait_visible("#page-dashboard", WAIT).await;
+    // Another tab would do this: the browser's cookie is now Alice's.
+    let script = "const done = arguments[arguments.length - 1];
+        fetch('api/v1/auth/login', {method: 'POST', credentials: 'same-origin',
+            headers: {'Content-Type': 'application/json'},
+            body: JSON.stringify({username: arguments[0], password: arguments[1]})})
+          .then(r => done(r.status), e => done(String(e)));";
+    let status = browser
+        .client()
+        .execute_async(script, vec![json!(USER.0), json!(USER.1)])
+        .await;
+    assert_eq!(browser.ok("logging in as alice", status).await, json!(200));
+
+    // The periodic session check notices within its 5 s.
+    browser
+        .wait_text("#who-name", USER.0, Duration::from_secs(8))
+        .await;
+    browser.wait_visible("#page-streams", WAIT).await;
+    browser.wait_text("#notice", USER.0, WAIT).await;
+    assert!(!browser.is_displayed("#page-dashboard").await);
+    for link in browser.all("#nav a.admin-only").await {
+        assert_eq!(link.is_displayed().await.ok(), Some(false));
     }
-    let ack = json!({ "cursor": ids[1], "streams": ["cons-test"] });
-    let (status, body) = ui
-        .admin
-        .post_json("/api/v1/consumers/billing/ack", &ack)
-        .await;
-    assert_eq!(status, 200, "{body}");
-
-    open(&browser, &ui, "consumers", "#page-consumers").await;
-    let row = "#consumers-table tr[data-consumer='billing']";
-    let text = browser.wait_text(row, "3 behind", WAIT).await;
-    assert!(
-        text.contains(&format!("cons-test: 3 behind (at {})", ids[1])),
-        "{text:?}"
-    );
-
-    browser.click(&format!("{row} button.consumer-reset")).await;
-    let question = browser.accept_dialog(WAIT).await;
-    assert!(question.contains("billing"), "{question:?}");
-    browser
-        .wait_text("#consumers-result", "billing was reset", WAIT)
-        .await;
-    browser.wait_text(row, "5 behind (at 0)", WAIT).await;
-    let (_, consumer) = ui.admin.get_json("/api/v1/consumers/billing").await;
-    assert_eq!(
-        (
-            &consumer["streams"][0]["cursor"],
-            &consumer["streams"][0]["lag"]
-        ),
-        (&json!("0"), &json!(5)),
-        "{consumer}"
-    );
-
-    browser
-        .click(&format!("{row} button.consumer-delete"))
-        .await;
-    browser.accept_dialog(WAIT).await;
-    browser
-        .wait_text("#consumers-result", "billing was deleted", WAIT)
-        .await;
-    browser.wait_hidden(row, WAIT).await;
-    let (status, _) = ui.admin.get_json("/api/v1/consumers/billing").await;
-    assert_eq!(status, 404);
-    browser.screenshot("consumers").await;
+    let url = browser.current_url().await;
+    assert!(url.ends_with("#/streams"), "her default route: {url}");
     browser.assert_no_console_errors(&[]).await;
     browser.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_settings_page_shows_the_redacted_config_and_compacts() {
+async fn the_dashboard_sends_an_admin_whose_password_changed_to_the_login_form() {
     let Some((browser, ui)) = session(ADMIN).await else {
         return;
     };
-    open(&browser, &ui, "settings", "#page-settings").await;
-    browser.wait_text("#config-text", "REDACTED", WAIT).await;
+    browser.wait_visible("#page-dashboard", WAIT).await;
+    browser.wait_text("#dashboard-live", "Live", WAIT).await;
+    ui.set_password(ADMIN.0, "second-admin-password").await;
+    // No click: the server ends the stats stream, the page asks who it is.
+    let changed = Instant::now();
     browser
-        .wait_text("#config-redacted", "auth.jwt_secret", WAIT)
+        .wait_text("#notice", "expired", Duration::from_secs(4))
         .await;
-    assert!(
-        !browser.page_text().await.contains(TEST_JWT_SECRET),
-        "the secret is shown"
-    );
+    eprintln!("password changed → expired shown: {:?}", changed.elapsed());
+    expect_expired(&browser).await;
+    browser.assert_no_console_errors(&["status of 401"]).await;
+    browser.close().await;
+}
 
-    browser.click("#compact-button").await;
-    let done = browser.wait_text("#compact-result", "Done in", WAIT).await;
-    assert!(done.contains("events removed"), "{done:?}");
-    browser.screenshot("settings").await;
+// ---- Routing ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_named_like_an_object_property_lands_on_the_default_page() {
+    let Some((browser, ui)) = session(ADMIN).await else {
+        return;
+    };
+    browser.wait_visible("#page-dashboard", WAIT).await;
+    for name in ["constructor", "__proto__", "toString", "hasOwnProperty"] {
+        // Away first, so that each lands on the dashboard anew.
+        open(&browser, &ui, "streams", "#page-streams").await;
+        browser.goto(&format!("{}/#/{name}", ui.base())).await;
+        browser
+            .wait_for(
+                &format!("#/{name} to become #/dashboard"),
+                WAIT,
+                async |b| {
+                    let url = b.current_url().await;
+                    if url.ends_with("#/dashboard") {
+                        Ok(())
+                    } else {
+                        Err(url)
+                    }
+                },
+            )
+            .await;
+        browser.wait_visible("#page-dashboard", WAIT).await;
+        assert!(!browser.is_displayed("#page-streams").await, "{name}");
+    }
     browser.assert_no_console_errors(&[]).await;
     browser.close().await;
 }

@@ -14,24 +14,31 @@ import * as users from "./pages/users.js";
 import * as settings from "./pages/settings.js";
 
 const EXPIRED = "Your session has expired; please log in again.";
+const LOGGED_OUT = "You are logged out.";
 /** How often the session is checked while a page shows only public or streamed data. */
 const SESSION_CHECK_MS = 5000;
+/** sessionStorage key of the notice to show once after a reset (see `reset`). */
+const NOTICE_KEY = "tidings.notice";
 
 /** Route name → page module, its section, and whether it needs ADMIN. */
-const PAGES = {
-  dashboard: { module: dashboard, section: "page-dashboard", admin: true },
-  streams: { module: streams, section: "page-streams", admin: false },
-  stream: { module: stream, section: "page-stream", admin: false },
-  jobs: { module: jobs, section: "page-jobs", admin: true },
-  consumers: { module: consumers, section: "page-consumers", admin: true },
-  users: { module: users, section: "page-users", admin: true },
-  settings: { module: settings, section: "page-settings", admin: true },
-};
-const SECTIONS = [...Object.values(PAGES).map((p) => p.section), "forbidden"];
+const PAGES = new Map([
+  ["dashboard", { module: dashboard, section: "page-dashboard", admin: true }],
+  ["streams", { module: streams, section: "page-streams", admin: false }],
+  ["stream", { module: stream, section: "page-stream", admin: false }],
+  ["jobs", { module: jobs, section: "page-jobs", admin: true }],
+  ["consumers", { module: consumers, section: "page-consumers", admin: true }],
+  ["users", { module: users, section: "page-users", admin: true }],
+  ["settings", { module: settings, section: "page-settings", admin: true }],
+]);
+const SECTIONS = [...[...PAGES.values()].map((p) => p.section), "forbidden"];
 
 let user = null;
 let life = null;
 let sessionTimer = null;
+/** Set while a logout is under way: the 401s it causes are not an expiry. */
+let loggingOut = false;
+/** Set once the page is being reloaded: nothing more happens in it. */
+let resetting = false;
 
 function notice(text) {
   $("notice").textContent = text || "";
@@ -40,6 +47,7 @@ function notice(text) {
 
 const isAdmin = () => Boolean(user && user.roles.includes("ADMIN"));
 const defaultRoute = () => (isAdmin() ? "#/dashboard" : "#/streams");
+const sameRoles = (a, b) => a.length === b.length && a.every((role) => b.includes(role));
 
 /** Ends the current page: its fetches, timers and EventSources. */
 function leavePage() {
@@ -48,19 +56,57 @@ function leavePage() {
   for (const id of SECTIONS) $(id).hidden = true;
 }
 
-function showLogin(message) {
+/** Hides the application: pages, navigation, the user's name. */
+function hideApp() {
   leavePage();
   clearInterval(sessionTimer);
   sessionTimer = null;
   user = null;
   $("who").hidden = true;
   $("nav").hidden = true;
+}
+
+function showLogin(message) {
+  hideApp();
   $("login").hidden = false;
   notice(message);
   $("username").focus();
 }
 
-function showApp(who) {
+/**
+ * Starts the page afresh after a logout, an expiry or a change of user, so
+ * that nothing the previous user saw is left in the hidden pages or forms:
+ * a reload, which then shows `message` once (`app`: also above the
+ * application, when a session is there). `keepHash`: the same page after
+ * the next login. Without sessionStorage, the login form without a reload.
+ */
+function reset(message, keepHash, app = false) {
+  if (resetting) return;
+  hideApp();
+  try {
+    sessionStorage.setItem(NOTICE_KEY, JSON.stringify({ message, app }));
+  } catch {
+    showLogin(message);
+    return;
+  }
+  resetting = true;
+  if (!keepHash) history.replaceState(null, "", location.pathname + location.search);
+  location.reload();
+}
+
+/** The notice a reset left for this load (once), or null. */
+function takeNotice() {
+  try {
+    const saved = sessionStorage.getItem(NOTICE_KEY);
+    sessionStorage.removeItem(NOTICE_KEY);
+    return saved ? JSON.parse(saved) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** `focus`: the page's heading takes the focus (after a login). */
+function showApp(who, focus = false) {
   user = who;
   $("login").hidden = true;
   $("who-name").textContent = `${who.name} (${who.roles.join(", ") || "no role"})`;
@@ -71,19 +117,32 @@ function showApp(who) {
   $("nav").hidden = false;
   clearInterval(sessionTimer);
   sessionTimer = setInterval(checkSession, SESSION_CHECK_MS);
-  route(false);
+  route(focus);
 }
 
 /**
  * An SSE page keeps streaming after its session ends, and the health answer
  * is public: ask who we are now and then (a 401 goes to `onUnauthorized`).
+ * Another user's session (a login in another tab) starts the page afresh;
+ * other roles re-route and re-hide the admin parts.
  */
 async function checkSession() {
+  const before = user;
+  if (!before || loggingOut || resetting) return;
+  let who;
   try {
-    if (user && !(await currentUser())) showLogin(EXPIRED);
+    who = await currentUser();
   } catch {
     // A 401 was handled; anything else (server away) is for the page to say.
+    return;
   }
+  // A logout, a login or a reset happened meanwhile: this answer is stale.
+  if (user !== before || loggingOut || resetting) return;
+  if (!who) reset(EXPIRED, true);
+  else if (who.name !== before.name) {
+    reset(`This tab's session now belongs to ${who.name} (a login elsewhere in this browser).`,
+      false, true);
+  } else if (!sameRoles(who.roles, before.roles)) showApp(who);
 }
 
 /** `#/name/arg` → [name, arg]; null for a hash that is not a route. */
@@ -106,12 +165,12 @@ function route(focus) {
   let [name, arg] = parseHash() || [];
   if (name === "streams" && arg) {
     name = "stream";
-  } else if (name === "stream" || !PAGES[name]) {
+  } else if (name === "stream" || !PAGES.has(name)) {
     // Unknown (or `#/stream` without a name): the user's home page.
     history.replaceState(null, "", defaultRoute());
     [name, arg] = parseHash();
   }
-  const page = PAGES[name];
+  const page = PAGES.get(name);
   leavePage();
   for (const link of $("nav").querySelectorAll("a")) {
     const current = link.getAttribute("href") === `#/${name === "stream" ? "streams" : name}`;
@@ -128,11 +187,13 @@ function route(focus) {
 }
 
 onUnauthorized(() => {
-  if (user) showLogin(EXPIRED);
+  if (user && !loggingOut) reset(EXPIRED, true);
 });
 
 window.addEventListener("hashchange", () => {
-  if (parseHash()) route(true);
+  if (!parseHash() || resetting) return;
+  notice("");
+  route(true);
 });
 
 $("skip").addEventListener("click", (event) => {
@@ -150,7 +211,7 @@ $("login-form").addEventListener("submit", async (event) => {
     const who = await login($("username").value, $("password").value);
     $("password").value = "";
     notice("");
-    showApp(who);
+    showApp(who, true);
   } catch (e) {
     error.textContent = e instanceof ApiError && e.status === 401
       ? "Wrong user name or password."
@@ -161,26 +222,42 @@ $("login-form").addEventListener("submit", async (event) => {
   }
 });
 
-$("logout").addEventListener("click", async () => {
+$("logout").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  loggingOut = true;
+  button.disabled = true;
   try {
     await logout();
-    // The next user starts from their own default page.
-    history.replaceState(null, "", location.pathname + location.search);
-    showLogin("You are logged out.");
   } catch (e) {
-    notice(`Logout failed: ${e.message}`);
+    // A 401: the session had ended already, which is what was asked.
+    if (!(e instanceof ApiError && e.status === 401)) {
+      loggingOut = false;
+      button.disabled = false;
+      notice(`Logout failed: ${e.message}`);
+      return;
+    }
   }
+  // The next user starts from their own default page, in a fresh page.
+  reset(LOGGED_OUT, false);
 });
 
 async function start() {
+  // A reload may restore what the previous user typed: start empty.
+  for (const form of document.forms) form.reset();
+  const saved = takeNotice();
   try {
     const who = await currentUser();
-    if (who) showApp(who);
-    else showLogin();
+    if (who) {
+      showApp(who);
+      if (saved && saved.app) notice(saved.message);
+    } else showLogin(saved && saved.message);
   } catch (e) {
-    showLogin(e instanceof ApiError && e.status === 401
-      ? EXPIRED
-      : `The server did not answer: ${e.message}`);
+    if (saved) showLogin(saved.message);
+    else {
+      showLogin(e instanceof ApiError && e.status === 401
+        ? EXPIRED
+        : `The server did not answer: ${e.message}`);
+    }
   }
 }
 

@@ -101,18 +101,25 @@ export function formatRate(rate) {
 /** A comma-separated list as trimmed, non-empty items. */
 export const splitList = (text) => text.split(",").map((s) => s.trim()).filter(Boolean);
 
-/** The valid stream (and consumer) names. */
-export const STREAM_NAME = /^[A-Za-z0-9._:-]{1,128}$/;
+/**
+ * The valid stream (and consumer) names: 1 to 128 of `A-Z a-z 0-9 . _ : -`,
+ * and not `.` or `..` (a URL path would resolve them away).
+ */
+export const STREAM_NAME = /^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$/;
+
+/** The valid user and token names: 1 to 64 of `A-Z a-z 0-9 . _ @ -`, not `.` or `..`. */
+export const USER_NAME = /^(?!\.\.?$)[A-Za-z0-9._@-]{1,64}$/;
 
 /**
  * What a page opened: fetches (`signal`), listeners (`on`), timers and
- * EventSources; `end()` cancels and closes them all.
+ * EventSources; `end()` cancels and closes them all. A timer that fired or
+ * a source that was closed is forgotten at once, so retries do not pile up.
  */
 export class Life {
   constructor() {
     this.controller = new AbortController();
     this.signal = this.controller.signal;
-    this.cleanups = [];
+    this.cleanups = new Set();
   }
 
   get ended() {
@@ -125,27 +132,39 @@ export class Life {
 
   every(ms, fn) {
     const timer = setInterval(fn, ms);
-    this.cleanups.push(() => clearInterval(timer));
+    this.cleanups.add(() => clearInterval(timer));
   }
 
   after(ms, fn) {
-    const timer = setTimeout(() => this.ended || fn(), ms);
-    this.cleanups.push(() => clearTimeout(timer));
+    const cancel = () => clearTimeout(timer);
+    const timer = setTimeout(() => {
+      this.cleanups.delete(cancel);
+      if (!this.ended) fn();
+    }, ms);
+    this.cleanups.add(cancel);
   }
 
+  /** An EventSource on `url`; its `close()` also forgets it here. */
   source(url) {
     const source = new EventSource(url);
-    this.cleanups.push(() => source.close());
+    const close = () => {
+      this.cleanups.delete(close);
+      EventSource.prototype.close.call(source);
+    };
+    source.close = close;
+    this.cleanups.add(close);
     return source;
   }
 
   defer(fn) {
-    this.cleanups.push(fn);
+    this.cleanups.add(fn);
   }
 
   end() {
     this.controller.abort();
-    for (const fn of this.cleanups.splice(0)) fn();
+    const fns = [...this.cleanups];
+    this.cleanups.clear();
+    for (const fn of fns) fn();
   }
 }
 

@@ -10,11 +10,12 @@
 //! `make test`, whose `test-deps` installs them), which makes it a failure.
 //!
 //! Submodules: `driver` (the chromedriver process), `console` (the console
-//! log, permissions and clipboard, asked of chromedriver directly) and
-//! `ui_server` (`UiServer`).
+//! log, permissions and clipboard, asked of chromedriver directly),
+//! `ui_server` (`UiServer`) and `scenario` (steps the suites share).
 
 mod console;
 mod driver;
+pub mod scenario;
 mod ui_server;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,11 @@
 // #/dashboard (admins): live figures from the SSE stream
 // `api/v1/admin/stats/stream` (one snapshot a second; rates are the
 // differences between consecutive snapshots), charts of the last 60 s, and
-// the component statuses of `health/detailed` every 5 s.
+// the component statuses of `health/detailed` every 5 s. A refused stream
+// is retried, except when the answer says it cannot work (403: no longer an
+// admin; 400); a 401 (the session ended: the server ends the stream, and the
+// browser's reconnect is refused) goes to the login form. A server restart
+// (uptime or a total going down) starts the series over.
 
 import { get, health, isAbort } from "../api.js";
 import { drawChart } from "../chart.js";
@@ -64,20 +68,30 @@ function connect(state) {
   source.onerror = () => {
     if (source.readyState !== EventSource.CLOSED) {
       live.textContent = "Reconnecting to the live figures…";
+      // The server ends the stream when the session stops being an admin's:
+      // ask at once (a 401 goes to the login form) rather than at the retry.
+      get("api/v1/auth/me", { signal: life.signal }).catch(() => {});
       return;
     }
     // Refused (an error status): ask once more without SSE to learn why
-    // (a 401 sends the user to the login form), then try again.
+    // (a 401 sends the user to the login form), then try again unless the
+    // answer says that cannot help.
     source.close();
     live.textContent = "Live figures unavailable; retrying…";
     get("api/v1/admin/stats", { signal: life.signal })
-      .then((snapshot) => update(state, snapshot))
-      .catch((e) => {
+      .then((snapshot) => {
+        update(state, snapshot);
+        life.after(RETRY_MS, () => connect(state));
+      }, (e) => {
         if (isAbort(e) || e.status === 401) return;
         state.errors.stats = `Live figures: ${e.message}`;
         showErrors(state);
+        if (e.status === 400 || e.status === 403) {
+          live.textContent = "Live figures stopped.";
+          return;
+        }
+        life.after(RETRY_MS, () => connect(state));
       });
-    life.after(RETRY_MS, () => connect(state));
   };
 }
 
@@ -87,7 +101,22 @@ function push(points, point) {
   while (points.length && points[0].t < point.t - WINDOW_MS) points.shift();
 }
 
+/** Whether `snap` comes from a server that restarted since `prev`. */
+function restarted(prev, snap) {
+  if (snap.uptime_seconds < prev.uptime_seconds) return true;
+  if (snap.events_ingested < prev.events_ingested) return true;
+  const before = prev.deliveries || {};
+  return Object.entries(snap.deliveries || {})
+    .some(([name, total]) => before[name] !== undefined && total < before[name]);
+}
+
 function update(state, snap) {
+  if (state.previous && restarted(state.previous, snap)) {
+    // Another run: its totals do not follow the last ones.
+    state.previous = null;
+    state.events = [];
+    for (const name of state.deliveries.keys()) state.deliveries.set(name, []);
+  }
   const prev = state.previous;
   const t = snap.timestamp_ms;
   state.previous = snap;

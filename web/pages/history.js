@@ -2,76 +2,118 @@
 // pages of stored events, oldest first. The browser keeps the stack of
 // `after` cursors it used: Next pushes the answer's cursor, Previous pops,
 // First starts over. The last page (not full) refreshes itself.
+//
+// Only the latest load may draw (each has a number; older answers, such as
+// a background refresh overtaken by a click, are dropped), the three buttons
+// are disabled while a click's load runs, and a load that fails or finds
+// nothing newer undoes only the cursor it pushed itself.
 
-import { get, withQuery } from "../api.js";
+import { ApiError, get, withQuery } from "../api.js";
 import { $, el, td, clearError, formatSecs, say, showError } from "../dom.js";
 
+/** Events a page asks for; less when the server allows less (`invalid_limit`). */
 const PAGE = 50;
 const REFRESH_MS = 3000;
 const DATA_CHARS = 120;
+const BUTTONS = ["history-first", "history-prev", "history-next"];
 
 export function startHistory(life, name) {
-  const state = { life, name, cursors: [null], next: null, full: false, loading: false };
+  const state = {
+    life, name, cursors: [null], next: null, full: false, loading: false, seq: 0, page: PAGE,
+  };
   $("history-table").tBodies[0].replaceChildren();
   say($("history-page"), "");
   life.on($("history-first"), "click", () => {
+    if (state.loading) return;
     state.cursors = [null];
     load(state);
   });
   life.on($("history-prev"), "click", () => {
+    if (state.loading) return;
     if (state.cursors.length > 1) state.cursors.pop();
     load(state);
   });
   life.on($("history-next"), "click", () => {
-    if (!state.full || state.next === null) return;
+    if (state.loading || !state.full || state.next === null) return;
     state.cursors.push(state.next);
-    load(state, true);
+    load(state, { pushed: state.next });
   });
   load(state);
   life.every(REFRESH_MS, () => {
-    if (!state.full && !state.loading) load(state, false, true);
+    if (!state.full && !state.loading) load(state, { quiet: true });
   });
 }
 
-/** Loads the page of the top cursor; `forward`: an empty answer steps back. */
-async function load(state, forward = false, quiet = false) {
+/** The maximum an `invalid_limit` message names ("… from 1 to 20"), or null. */
+function allowedLimit(e) {
+  const match = /from 1 to (\d+)/.exec((e && e.message) || "");
+  return match ? Number(match[1]) : null;
+}
+
+/**
+ * Loads the page of the top cursor. `pushed`: the cursor Next pushed for
+ * this load (undone when it fails or finds nothing newer, if still on top);
+ * `quiet`: a background refresh, which redraws only when something changed.
+ */
+async function load(state, { pushed, quiet = false } = {}) {
   const { life, name } = state;
+  const seq = ++state.seq;
   const after = state.cursors[state.cursors.length - 1];
   const error = $("history-error");
-  state.loading = true;
+  const undo = () => {
+    if (pushed !== undefined && state.cursors.length > 1
+      && state.cursors[state.cursors.length - 1] === pushed) state.cursors.pop();
+  };
+  // A background refresh leaves the buttons alone: a click supersedes it.
+  if (!quiet) setLoading(state, true);
   let answer;
   try {
-    answer = await get(withQuery("api/v1/events", { streams: name, after, limit: PAGE }),
+    answer = await get(withQuery("api/v1/events", { streams: name, after, limit: state.page }),
       { signal: life.signal, exact: true });
   } catch (e) {
-    if (forward) state.cursors.pop();
+    if (seq !== state.seq || life.ended) return;
+    const max = e instanceof ApiError && e.code === "invalid_limit" ? allowedLimit(e) : null;
+    if (max && max < state.page) {
+      // The server allows fewer events an answer: ask again with its maximum.
+      state.page = max;
+      state.cursors = [null];
+      load(state);
+      return;
+    }
+    undo();
+    setLoading(state, false);
     showError(error, e);
     return;
-  } finally {
-    state.loading = false;
   }
-  if (life.ended) return;
+  // A newer load (or leaving the page) made this answer stale.
+  if (seq !== state.seq || life.ended) return;
   clearError(error);
   const events = (answer && answer.events) || [];
-  if (forward && events.length === 0) {
-    state.cursors.pop();
+  if (pushed !== undefined && events.length === 0) {
+    undo();
     state.full = false;
-    buttons(state);
+    setLoading(state, false);
     say($("history-page"), "No newer events.");
     return;
   }
   state.next = answer.cursor ?? null;
-  state.full = events.length === PAGE;
-  buttons(state);
+  state.full = events.length === state.page;
+  setLoading(state, false);
   if (quiet && events.length === $("history-table").tBodies[0].rows.length) return;
   render(events);
-  const first = (state.cursors.length - 1) * PAGE;
+  const first = (state.cursors.length - 1) * state.page;
   say($("history-page"), events.length
     ? `events ${first + 1}–${first + events.length}`
     : "no events");
 }
 
-function buttons(state) {
+/** While a load runs the buttons are disabled; after it, they say where one can go. */
+function setLoading(state, loading) {
+  state.loading = loading;
+  if (loading) {
+    for (const id of BUTTONS) $(id).disabled = true;
+    return;
+  }
   const atStart = state.cursors.length <= 1;
   $("history-first").disabled = atStart;
   $("history-prev").disabled = atStart;

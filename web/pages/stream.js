@@ -7,6 +7,10 @@ import { startHistory } from "./history.js";
 import { startStreamAdmin } from "./stream-admin.js";
 import { startTail } from "./tail.js";
 
+/** Buttons that act on the stream: disabled while its name is not valid. */
+const ACTIONS = ["history-first", "history-prev", "history-next", "gen-start", "gen-pause",
+  "gen-resume", "gen-stop"];
+
 export function enter(life, { admin, arg: name }) {
   $("stream-title").textContent = name;
   document.title = `${name} · Tidings`;
@@ -17,11 +21,24 @@ export function enter(life, { admin, arg: name }) {
     clearError($(id));
   }
   say($("publish-result"), "");
+  say($("settings-result"), "");
+  // First, whatever the name: the forms never submit natively (a reload).
+  for (const id of ["publish-form", "settings-form"]) {
+    life.on($(id), "submit", (event) => event.preventDefault());
+  }
   if (!STREAM_NAME.test(name)) {
-    showError($("tail-error"), new Error(
-      `${JSON.stringify(name)} is not a stream name: 1 to 128 of A-Z a-z 0-9 . _ : -`));
+    showError($("tail-error"), new Error(`${JSON.stringify(name)} is not a stream name: `
+      + "1 to 128 of A-Z a-z 0-9 . _ : -, and not . or .."));
     $("tail").replaceChildren();
+    $("tail-state").textContent = "closed";
     $("history-table").tBodies[0].replaceChildren();
+    say($("history-page"), "");
+    const off = [...ACTIONS.map($), ...document.querySelectorAll(
+      "#publish-form button, #settings-form button, #tail-pause")];
+    for (const node of off) node.disabled = true;
+    life.defer(() => {
+      for (const node of off) node.disabled = false;
+    });
     return;
   }
   startTail(life, name);

@@ -28,7 +28,7 @@ function openStream(event) {
   clearError(error);
   if (!STREAM_NAME.test(name)) {
     showError(error, new Error(
-      "A stream name is 1 to 128 of the characters A-Z a-z 0-9 . _ : -"));
+      "A stream name is 1 to 128 of the characters A-Z a-z 0-9 . _ : -, and not . or .."));
     $("stream-open-name").focus();
     return;
   }

@@ -3,10 +3,12 @@
 // newest event first, at most 200 kept; Pause holds what arrives (at most
 // 200 lines, `#tail-held` counts the events) until Resume shows it, with a
 // notice of how many older ones did not fit; the type filter applies to
-// events that arrive after it is typed. A refused connection is retried
-// from the last id seen.
+// events that arrive after it is typed. The tail starts after the newest
+// event stored when it opened (`health/detailed`'s `last_id`), and a refused
+// connection is retried from the last id seen (or that head), so that what
+// is published during an outage still shows.
 
-import { get, parseExact, seg, withQuery } from "../api.js";
+import { get, health, parseExact, seg, withQuery } from "../api.js";
 import { $, el, clearError, showError, splitList } from "../dom.js";
 
 const KEEP = 200;
@@ -24,7 +26,19 @@ export function startTail(life, name) {
   life.on($("tail-filter"), "input", () => {
     state.types = splitList($("tail-filter").value);
   });
-  connect(state);
+  connectFromHead(state);
+}
+
+/** Learns the newest id stored now (public health answer), then connects after it. */
+async function connectFromHead(state) {
+  try {
+    const h = await health({ signal: state.life.signal });
+    const head = h && h.components && h.components.store && h.components.store.last_id;
+    if (state.lastId === null && /^\d+$/.test(String(head ?? ""))) state.lastId = String(head);
+  } catch {
+    // Without it the server starts at its head when the tail connects.
+  }
+  if (!state.life.ended) connect(state);
 }
 
 function showState(state) {

@@ -4,8 +4,10 @@
 
 import { del, get, patch, post, seg } from "../api.js";
 import {
-  $, el, td, busy, clearError, formatSecs, say, showError, splitList,
+  $, el, td, busy, clearError, formatSecs, say, showError, splitList, USER_NAME,
 } from "../dom.js";
+
+const NAME_RULE = "1 to 64 of A-Z a-z 0-9 . _ @ -, and not . or ..";
 
 export function enter(life) {
   for (const id of ["users-error", "user-error", "token-error"]) clearError($(id));
@@ -14,6 +16,11 @@ export function enter(life) {
   $("users-table").tBodies[0].replaceChildren();
   $("tokens-table").tBodies[0].replaceChildren();
   life.defer(hideSecret);
+  // A typed password does not outlive the page.
+  $("user-password").value = "";
+  life.defer(() => {
+    $("user-password").value = "";
+  });
   life.on($("users-table"), "click", (event) => userAction(event, life));
   life.on($("tokens-table"), "click", (event) => revoke(event, life));
   life.on($("user-form"), "submit", (event) => createUser(event, life));
@@ -112,6 +119,11 @@ async function createUser(event, life) {
     password: $("user-password").value,
     role: $("user-role").value,
   };
+  if (!USER_NAME.test(body.name)) {
+    showError(error, new Error(`A user name is ${NAME_RULE}.`));
+    $("user-name").focus();
+    return;
+  }
   const button = event.submitter || $("user-form").querySelector("button[type=submit]");
   try {
     await busy(button, () => post("api/v1/admin/users", body, { signal: life.signal }));
@@ -130,6 +142,11 @@ async function createToken(event, life) {
   clearError(error);
   hideSecret();
   const body = { name: $("token-name").value.trim(), role: $("token-roles").value };
+  if (!USER_NAME.test(body.name)) {
+    showError(error, new Error(`A token name is ${NAME_RULE}.`));
+    $("token-name").focus();
+    return;
+  }
   const streams = splitList($("token-streams").value);
   if (streams.length) body.streams = streams;
   const expires = $("token-expires").value.trim();
