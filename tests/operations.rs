@@ -241,13 +241,49 @@ async fn admin_stats(admin: &Api) -> serde_json::Value {
 
 const ADMIN_STATS: &str = "/api/v1/admin/stats";
 
-#[tokio::test]
-async fn admin_stats_count_events_deliveries_and_storage() {
+/// A server that takes HS256 JWTs, and an admin client of it.
+async fn jwt_server() -> (TestServer, Api) {
     let server = TestServer::start_with(|c| {
         c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());
     })
     .await;
     let admin = Api::with_token(&server, &common::hs256_token("root", &["ADMIN"]));
+    (server, admin)
+}
+
+type Frames = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// Opens the admin stats stream as `api`; requires 200 `text/event-stream`.
+async fn stats_frames(api: &Api) -> Frames {
+    use eventsource_stream::Eventsource;
+    let response = api
+        .http
+        .get(api.url("/api/v1/admin/stats/stream"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "{:?}",
+        response.headers()
+    );
+    Box::pin(response.bytes_stream().eventsource())
+}
+
+#[tokio::test]
+async fn admin_stats_count_events_deliveries_and_storage() {
+    let (server, admin) = jwt_server().await;
     let s = admin_stats(&admin).await;
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"), "{s}");
     assert_eq!(
@@ -344,28 +380,10 @@ async fn admin_stats_count_events_deliveries_and_storage() {
 
 #[tokio::test]
 async fn admin_stats_stream_sends_a_snapshot_every_second() {
-    use eventsource_stream::Eventsource;
     use futures_util::StreamExt;
 
-    let server = TestServer::start_with(|c| {
-        c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());
-    })
-    .await;
-    let admin = Api::with_token(&server, &common::hs256_token("root", &["ADMIN"]));
-    let response = admin
-        .http
-        .get(admin.url("/api/v1/admin/stats/stream"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/event-stream",
-        "{:?}",
-        response.headers()
-    );
-    let mut frames = Box::pin(response.bytes_stream().eventsource());
+    let (server, admin) = jwt_server().await;
+    let mut frames = stats_frames(&admin).await;
     let mut next = async || -> serde_json::Value {
         let frame = within("a stats frame", Duration::from_secs(5), frames.next())
             .await
@@ -395,14 +413,9 @@ async fn admin_stats_stream_sends_a_snapshot_every_second() {
 
 #[tokio::test]
 async fn the_stats_stream_ends_when_its_session_no_longer_holds() {
-    use eventsource_stream::Eventsource;
     use futures_util::StreamExt;
 
-    let server = TestServer::start_with(|c| {
-        c.auth.jwt_secret = Some(common::TEST_JWT_SECRET.into());
-    })
-    .await;
-    let root = Api::with_token(&server, &common::hs256_token("root", &["ADMIN"]));
+    let (server, root) = jwt_server().await;
     let (status, body) = root
         .post_json(
             "/api/v1/admin/users",
@@ -418,14 +431,7 @@ async fn the_stats_stream_ends_when_its_session_no_longer_holds() {
         .await;
     assert_eq!(status, 200, "{login}");
     let ops = Api::with_token(&server, login["token"].as_str().expect("token"));
-    let response = ops
-        .http
-        .get(ops.url("/api/v1/admin/stats/stream"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), 200);
-    let mut frames = Box::pin(response.bytes_stream().eventsource());
+    let mut frames = stats_frames(&ops).await;
     let first = within("a stats frame", Duration::from_secs(5), frames.next()).await;
     assert!(matches!(first, Some(Ok(_))), "{first:?}");
 

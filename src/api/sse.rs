@@ -158,6 +158,18 @@ fn open(
             }
         }
     };
+    let mut response = event_stream(body);
+    cors(response.headers_mut());
+    Ok(response)
+}
+
+/// A `text/event-stream` response around `body` (also the admin stats
+/// stream's): not cached, not buffered by proxies, and polled inside the
+/// handler's request span, so the lines it logs carry the request id.
+pub(super) fn event_stream<S>(body: S) -> Response
+where
+    S: Stream<Item = std::result::Result<Bytes, std::convert::Infallible>> + Send + 'static,
+{
     // The body is polled after the handler returns, outside its request span.
     let body = InSpan::new(body, tracing::Span::current());
     let mut response = Response::new(Body::from_stream(body));
@@ -169,8 +181,7 @@ fn open(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    cors(h);
-    Ok(response)
+    response
 }
 
 /// A stream polled inside a span, so the lines logged while it runs (the
