@@ -321,12 +321,20 @@ async fn a_dot_segment_is_not_a_stream_and_its_page_submits_nothing() {
         browser
             .wait_text("#tail-error", "is not a stream name", WAIT)
             .await;
-        // The forms are inert: submitting them neither reloads the page
-        // (a native GET) nor sends anything.
+        // The forms are inert: the page cancels their submission (else the
+        // browser would submit them natively, a GET that reloads the page).
         let script = "window.stillHere = true;
-            document.getElementById('publish-form').requestSubmit();
-            document.getElementById('settings-form').requestSubmit();";
-        browser.execute(script, vec![]).await;
+            return ['publish-form', 'settings-form'].map((id) => {
+                const submit = new SubmitEvent('submit', { cancelable: true, bubbles: true });
+                document.getElementById(id).dispatchEvent(submit);
+                return submit.defaultPrevented;
+            });";
+        let cancelled = browser.execute(script, vec![]).await;
+        assert_eq!(
+            cancelled,
+            json!([true, true]),
+            "a form would submit natively"
+        );
         assert!(
             browser
                 .attr_now("#publish-form button[type=submit]", "disabled")

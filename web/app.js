@@ -76,21 +76,25 @@ function showLogin(message) {
 /**
  * Starts the page afresh after a logout, an expiry or a change of user, so
  * that nothing the previous user saw is left in the hidden pages or forms:
- * a reload, which then shows `message` once (`app`: also above the
- * application, when a session is there). `keepHash`: the same page after
- * the next login. Without sessionStorage, the login form without a reload.
+ * a reload, which then shows `message` once: on the login form, or (`app`,
+ * a user name) above the application when the session is that user's.
+ * `keepHash`: the same page after the next login. Without sessionStorage,
+ * the login form without a reload.
  */
-function reset(message, keepHash, app = false) {
+function reset(message, keepHash, app = null) {
   if (resetting) return;
   hideApp();
+  if (!keepHash) history.replaceState(null, "", location.pathname + location.search);
   try {
-    sessionStorage.setItem(NOTICE_KEY, JSON.stringify({ message, app }));
+    sessionStorage.setItem(NOTICE_KEY, JSON.stringify({ message, for: app }));
   } catch {
+    // No reload: this page goes on, so its state must be usable again.
+    loggingOut = false;
+    $("logout").disabled = false;
     showLogin(message);
     return;
   }
   resetting = true;
-  if (!keepHash) history.replaceState(null, "", location.pathname + location.search);
   location.reload();
 }
 
@@ -141,7 +145,7 @@ async function checkSession() {
   if (!who) reset(EXPIRED, true);
   else if (who.name !== before.name) {
     reset(`This tab's session now belongs to ${who.name} (a login elsewhere in this browser).`,
-      false, true);
+      false, who.name);
   } else if (!sameRoles(who.roles, before.roles)) showApp(who);
 }
 
@@ -249,8 +253,9 @@ async function start() {
     const who = await currentUser();
     if (who) {
       showApp(who);
-      if (saved && saved.app) notice(saved.message);
-    } else showLogin(saved && saved.message);
+      // A notice about a change of user is only for that user's page.
+      if (saved && saved.for === who.name) notice(saved.message);
+    } else showLogin(saved && !saved.for ? saved.message : undefined);
   } catch (e) {
     if (saved) showLogin(saved.message);
     else {

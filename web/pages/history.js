@@ -5,8 +5,9 @@
 //
 // Only the latest load may draw (each has a number; older answers, such as
 // a background refresh overtaken by a click, are dropped), the three buttons
-// are disabled while a click's load runs, and a load that fails or finds
-// nothing newer undoes only the cursor it pushed itself.
+// are disabled while a click's load runs, at most one background refresh
+// runs at a time, and a click whose load fails (or whose Next finds nothing
+// newer) puts the cursor stack back as it was before the click.
 
 import { ApiError, get, withQuery } from "../api.js";
 import { $, el, td, clearError, formatSecs, say, showError } from "../dom.js";
@@ -19,28 +20,32 @@ const BUTTONS = ["history-first", "history-prev", "history-next"];
 
 export function startHistory(life, name) {
   const state = {
-    life, name, cursors: [null], next: null, full: false, loading: false, seq: 0, page: PAGE,
+    life, name, cursors: [null], next: null, full: false, loading: false, refreshing: false,
+    seq: 0, page: PAGE,
+  };
+  /** Runs a click: `move` changes the cursor stack; a failed load undoes it. */
+  const click = (move) => {
+    if (state.loading) return;
+    const before = state.cursors.slice();
+    if (move() === false) return;
+    load(state, { before });
   };
   $("history-table").tBodies[0].replaceChildren();
   say($("history-page"), "");
-  life.on($("history-first"), "click", () => {
-    if (state.loading) return;
+  life.on($("history-first"), "click", () => click(() => {
     state.cursors = [null];
-    load(state);
-  });
-  life.on($("history-prev"), "click", () => {
-    if (state.loading) return;
+  }));
+  life.on($("history-prev"), "click", () => click(() => {
     if (state.cursors.length > 1) state.cursors.pop();
-    load(state);
-  });
-  life.on($("history-next"), "click", () => {
-    if (state.loading || !state.full || state.next === null) return;
+  }));
+  life.on($("history-next"), "click", () => click(() => {
+    if (!state.full || state.next === null) return false;
     state.cursors.push(state.next);
-    load(state, { pushed: state.next });
-  });
+    return true;
+  }));
   load(state);
   life.every(REFRESH_MS, () => {
-    if (!state.full && !state.loading) load(state, { quiet: true });
+    if (!state.full && !state.loading && !state.refreshing) load(state, { quiet: true });
   });
 }
 
@@ -51,26 +56,30 @@ function allowedLimit(e) {
 }
 
 /**
- * Loads the page of the top cursor. `pushed`: the cursor Next pushed for
- * this load (undone when it fails or finds nothing newer, if still on top);
- * `quiet`: a background refresh, which redraws only when something changed.
+ * Loads the page of the top cursor. `before`: the cursor stack before the
+ * click that asked for this load (put back when it fails, or when a Next
+ * finds nothing newer); `quiet`: a background refresh, which redraws only
+ * when something changed.
  */
-async function load(state, { pushed, quiet = false } = {}) {
+async function load(state, { before, quiet = false } = {}) {
   const { life, name } = state;
   const seq = ++state.seq;
   const after = state.cursors[state.cursors.length - 1];
   const error = $("history-error");
+  const wentNext = before !== undefined && state.cursors.length > before.length;
+  // Only the latest load gets here (see the `seq` checks below).
   const undo = () => {
-    if (pushed !== undefined && state.cursors.length > 1
-      && state.cursors[state.cursors.length - 1] === pushed) state.cursors.pop();
+    if (before !== undefined) state.cursors = before;
   };
   // A background refresh leaves the buttons alone: a click supersedes it.
-  if (!quiet) setLoading(state, true);
+  if (quiet) state.refreshing = true;
+  else setLoading(state, true);
   let answer;
   try {
     answer = await get(withQuery("api/v1/events", { streams: name, after, limit: state.page }),
       { signal: life.signal, exact: true });
   } catch (e) {
+    if (quiet) state.refreshing = false;
     if (seq !== state.seq || life.ended) return;
     const max = e instanceof ApiError && e.code === "invalid_limit" ? allowedLimit(e) : null;
     if (max && max < state.page) {
@@ -85,11 +94,12 @@ async function load(state, { pushed, quiet = false } = {}) {
     showError(error, e);
     return;
   }
+  if (quiet) state.refreshing = false;
   // A newer load (or leaving the page) made this answer stale.
   if (seq !== state.seq || life.ended) return;
   clearError(error);
   const events = (answer && answer.events) || [];
-  if (pushed !== undefined && events.length === 0) {
+  if (wentNext && events.length === 0) {
     undo();
     state.full = false;
     setLoading(state, false);

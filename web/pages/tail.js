@@ -136,12 +136,22 @@ function connect(state) {
     // Refused with an error status: a read of the stream tells why (and a
     // 401 sends the user to the login form); then try again.
     source.close();
-    get(withQuery("api/v1/events", { streams: name, limit: 1 }), { signal: life.signal })
+    get(withQuery("api/v1/events", { streams: name, after: state.lastId, limit: 1 }),
+      { signal: life.signal })
       .then(() => {
         showError($("tail-error"),
           new Error(`The live tail was refused; retrying every ${RETRY_MS / 1000} s.`));
         life.after(RETRY_MS, () => connect(state));
       }, (e) => {
+        if (e.code === "invalid_cursor") {
+          // The server's log is behind the id the tail had seen (restored
+          // from a backup, or data lost in a crash): follow it from its head.
+          showError($("tail-error"), new Error(
+            "The server no longer has the events this tail had seen; following from its newest."));
+          state.lastId = null;
+          connectFromHead(state);
+          return;
+        }
         showError($("tail-error"), e);
         // Not allowed, or not a stream: trying again would not help.
         if (e.status === 400 || e.status === 403) {
