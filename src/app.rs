@@ -65,8 +65,9 @@ pub struct Handles {
 /// subscriptions): counted
 /// per transport for health and `/streams`, and capped in total
 /// (`limits.streaming_connections`) and per client IP
-/// (`limits.streaming_per_ip`). Locking: `per_ip` is held only to count one
-/// connection in or out, never across an await.
+/// (`limits.streaming_per_ip`); a reload changes the caps for connections
+/// opened after it ([`Connections::set_caps`]). Locking: `per_ip` is held
+/// only to count one connection in or out, never across an await.
 #[derive(Clone)]
 pub struct Connections(Arc<ConnectionsInner>);
 
@@ -78,8 +79,8 @@ struct ConnectionsInner {
     /// Open connections per IP; an entry goes when its count reaches 0, so
     /// the map never holds more than `max_total` entries.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_total: usize,
-    max_per_ip: usize,
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
     /// Connections refused by either cap, for `/health/detailed`.
     refused: AtomicU64,
 }
@@ -100,8 +101,8 @@ impl Connections {
             by_transport: Default::default(),
             authenticated: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-            max_total,
-            max_per_ip,
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
             refused: AtomicU64::new(0),
         }))
     }
@@ -113,20 +114,19 @@ impl Connections {
         let ip = ip.to_canonical();
         let inner = &self.0;
         let mut per_ip = inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let (max_total, max_per_ip) = self.caps();
         // Counters change only under this lock, so the sum is exact here.
-        if self.total() >= inner.max_total {
+        if self.total() >= max_total {
             inner.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Busy(format!(
-                "the server has {} streaming connections (SSE, WebSocket, long poll), its limit; retry later",
-                inner.max_total
+                "the server has {max_total} streaming connections (SSE, WebSocket, long poll), its limit; retry later"
             )));
         }
         let mine = per_ip.entry(ip).or_insert(0);
-        if *mine >= inner.max_per_ip {
+        if *mine >= max_per_ip {
             inner.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Error::TooManyConnections(format!(
-                "{ip} has {} streaming connections (SSE, WebSocket, long poll) open, the limit per address; close one first",
-                inner.max_per_ip
+                "{ip} has {max_per_ip} streaming connections (SSE, WebSocket, long poll) open, the limit per address; close one first"
             )));
         }
         *mine += 1;
@@ -137,6 +137,21 @@ impl Connections {
             ip,
             authenticated: false,
         })
+    }
+
+    /// The caps in total and per IP.
+    pub fn caps(&self) -> (usize, usize) {
+        (
+            self.0.max_total.load(Ordering::Relaxed),
+            self.0.max_per_ip.load(Ordering::Relaxed),
+        )
+    }
+
+    /// New caps (a reload): connections already open stay open, even above
+    /// them; new ones are counted against them.
+    pub fn set_caps(&self, max_total: usize, max_per_ip: usize) {
+        self.0.max_total.store(max_total, Ordering::Relaxed);
+        self.0.max_per_ip.store(max_per_ip, Ordering::Relaxed);
     }
 
     /// Authenticated WebSockets open now.
@@ -202,6 +217,17 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// What the process around the server provides. The binary gives systemd
+/// notifications and SIGHUP reloads; [`run`] (tests, in-process benches)
+/// gives neither.
+#[derive(Default)]
+pub struct Supervision {
+    /// READY, RELOADING, STOPPING, STATUS and the watchdog (`systemd.rs`).
+    pub notifier: crate::systemd::Notifier,
+    /// Reload the configuration on SIGHUP; `None`: SIGHUP is left alone.
+    pub reload: Option<crate::reload::Source>,
+}
+
 /// Opens the store and runs the server on `listener` until `shutdown`
 /// completes, then drains: long-lived streams end, queued writes commit, the
 /// store is flushed.
@@ -210,6 +236,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_supervised(config, listener, shutdown, Supervision::default()).await
+}
+
+/// [`run`], telling the service manager and reloading as `supervision` says.
+pub async fn run_supervised(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    supervision: Supervision,
+) -> anyhow::Result<()> {
+    // Before anything else: SIGHUP's default action ends the process.
+    let hangups = match supervision.reload {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("while installing the SIGHUP handler")?,
+        ),
+        None => None,
+    };
     let grpc_listener = match config.grpc_listen_addr()? {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -294,6 +338,16 @@ pub async fn run(
         auth: state.auth.clone(),
         listeners: Vec::new(),
     };
+    let live = supervision.reload.map(|source| {
+        let live = crate::reload::Live {
+            config: config.clone(),
+            auth: state.auth.clone(),
+            rate_limits: state.rate_limits.clone(),
+            connections: state.connections.clone(),
+            log: source.log,
+        };
+        (source.load, live)
+    });
     let grpc = crate::grpc::router(state.clone());
     let router = crate::grpc::dispatch(
         crate::api::router(state, &config.cors.allow_origins),
@@ -302,11 +356,14 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), durability = ?config.storage.durability, "tidings listening");
     let signal = token.clone();
+    let notifier = supervision.notifier;
     tokio::spawn(async move {
         shutdown.await;
+        notifier.stopping();
         tracing::info!("shutting down: closing streams, draining requests");
         signal.cancel();
     });
+    let mut listening = format!("listening on {addr}");
     let max_connections = config.limits.max_connections;
     let header_timeout = Duration::from_secs(config.limits.header_read_timeout_secs);
     let mut served: Vec<futures_util::future::BoxFuture<'static, std::io::Result<()>>> = Vec::new();
@@ -323,13 +380,17 @@ pub async fn run(
     serve(listener, router);
     match grpc_listener {
         Some(grpc_listener) => {
-            tracing::info!(addr = %grpc_listener.local_addr()?, "gRPC listening");
+            let grpc_addr = grpc_listener.local_addr()?;
+            tracing::info!(addr = %grpc_addr, "gRPC listening");
+            listening.push_str(&format!(", gRPC on {grpc_addr}"));
             serve(grpc_listener, grpc);
         }
         None => drop(grpc),
     }
     if let Some(metrics_listener) = metrics_listener {
-        tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+        let metrics_addr = metrics_listener.local_addr()?;
+        tracing::info!(addr = %metrics_addr, "metrics listening");
+        listening.push_str(&format!(", metrics on {metrics_addr}"));
         serve(metrics_listener, metrics_router(metrics.clone()));
     }
     // Detached (dropped) before the store is waited for: see `Attached`.
@@ -340,7 +401,29 @@ pub async fn run(
     };
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let server = tokio::spawn(served);
+    // Listeners bound and serving, store open and migrated: ready.
+    notifier.ready(&listening);
+    let watchdog = crate::systemd::spawn_watchdog(
+        notifier,
+        liveness_probe(store.clone(), ingest.clone()),
+        token.clone(),
+    );
+    let reloads = match (hangups, live) {
+        (Some(hangups), Some((load, live))) => Some(tokio::spawn(crate::reload::on_hangup(
+            hangups,
+            load,
+            live,
+            notifier,
+            listening,
+            token.clone(),
+        ))),
+        _ => None,
+    };
     token.cancelled().await;
+    // Both end at the cancellation; they hold store handles until then.
+    for task in [watchdog, reloads].into_iter().flatten() {
+        let _ = task.await;
+    }
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.context("server task")?.context("server")?,
         Err(_) => tracing::warn!(
@@ -393,6 +476,12 @@ fn metrics_router(metrics: crate::metrics::Metrics) -> axum::Router {
             ))
         })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+}
+
+/// The watchdog's probe: the store answers a read and the writer thread
+/// answers between two group commits. Blocking.
+fn liveness_probe(store: Store, ingest: Ingest) -> impl Fn() -> bool + Send + Sync + 'static {
+    move || store.healthy() && ingest.on_writer_blocking(|_| ()).is_ok()
 }
 
 fn retention_options(config: &Config) -> crate::store::retention::Options {

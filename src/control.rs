@@ -3,9 +3,10 @@
 //! lock.
 //!
 //! The server side ([`ControlServer`]) serves the admin routes
-//! (`api::admin::routes()`) on a Unix socket that only the server's user and
-//! root may open (mode 0600); every request on it is [`Caller::local`], an
-//! administrator. The client side ([`Admin`]) sends the same operations over
+//! (`api::admin::routes()`) and the export (`GET /control/v1/export`, only
+//! here, never on the HTTP API) on a Unix socket that only the server's user
+//! and root may open (mode 0600); every request on it is [`Caller::local`],
+//! an administrator. The client side ([`Admin`]) sends the same operations over
 //! the socket when a server answers on it, and otherwise opens the data dir
 //! itself and calls the [`Auth`] methods in-process. Both doors answer with
 //! the JSON of the admin routes, so the CLI prints one shape.
@@ -23,6 +24,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -34,6 +36,10 @@ use crate::auth::{Auth, Caller, Roles};
 use crate::config::Config;
 use crate::error::Error;
 use crate::store::Store;
+
+mod export;
+
+pub use export::{download_export, server_answers};
 
 /// File name of the socket inside the data dir.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -128,9 +134,10 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     bound
 }
 
-/// The admin routes, every request as the local administrator.
+/// The admin routes and the export, every request as the local administrator.
 fn router(state: AppState) -> Router {
     crate::api::admin::routes()
+        .route(export::PATH, get(export::export_store))
         .fallback(|uri: axum::http::Uri| async move {
             Error::NotFound(format!("no control route for {}", uri.path()))
         })

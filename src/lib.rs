@@ -18,9 +18,11 @@
 //! - [`grpc`]: gRPC services (tonic), adapters like `api`; health, reflection, `Error` → `Status`.
 //! - [`net`]: accepting and serving connections (connection limit, header timeout).
 //! - [`app`]: state, listener, shutdown.
+//! - [`systemd`]: sd_notify states (READY, RELOADING, STOPPING) and the watchdog.
+//! - [`reload`]: SIGHUP — read the configuration again, apply the live keys, name the rest.
 //! - [`control`]: the local control socket (`tidings user|token …`), server and client.
 //! - [`bench`]: the load generator behind `tidings bench`.
-//! - [`cli`]: the `tidings` subcommands besides `serve` (`config`, `user`, `token`, `migrate`, `compact`) and the log writer.
+//! - [`cli`]: the `tidings` subcommands besides `serve` (`config`, `user`, `token`, `migrate`, `compact`, `export`, `import`) and the log writer.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -40,6 +42,8 @@ pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod reload;
 pub mod store;
 pub mod subscribe;
+pub mod systemd;
 pub mod web;

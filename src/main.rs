@@ -1,9 +1,9 @@
 //! The `tidings` command: `serve`, `config print|check|default`, `user …`,
-//! `token …`, `migrate`, `compact`, `bench`, `--version`.
+//! `token …`, `migrate`, `compact`, `export`, `import`, `bench`, `--version`.
 //!
 //! Parsing, logging and `serve` live here; the other subcommands are in
 //! `tidings::cli` (`user` and `token` in `cli::accounts`, `migrate` and
-//! `compact` in `cli::maintenance`).
+//! `compact` in `cli::maintenance`, `export` and `import` in `cli::backup`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +64,23 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Back up everything (events, streams, jobs, consumer positions, users,
+    /// API tokens) as NDJSON, from a running server or a stopped data dir.
+    Export {
+        /// The file to write (mode 0600, via FILE.tmp); `-`: standard output.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Restore an export into an empty data dir (no server running on it).
+    Import {
+        /// The export to read; `-`: standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Load generator: measure publish throughput and fan-out latency of a running server.
     Bench(tidings::bench::BenchArgs),
 }
@@ -82,6 +99,8 @@ fn main() -> ExitCode {
         Command::Token(cmd) => accounts::run(Accounts::Token(cmd)),
         Command::Migrate { target, status } => maintenance::migrate(&target, status),
         Command::Compact { target } => maintenance::compact(&target),
+        Command::Export { out, target } => tidings::cli::backup::export(&target, &out),
+        Command::Import { file, target } => tidings::cli::backup::import(&target, &file),
         Command::Bench(args) => {
             let logging = log::init(&Config::default().log);
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -99,25 +118,36 @@ fn main() -> ExitCode {
 }
 
 fn serve(file: Option<PathBuf>, overrides: Overrides, demo: bool) -> ExitCode {
-    let (mut config, unknown) = match config::load(file.as_deref(), &overrides) {
+    // The same sources again on every SIGHUP (`tidings::reload`).
+    let load = move || {
+        let (mut config, unknown) = config::load(file.as_deref(), &overrides)?;
+        config.streams.demo |= demo;
+        Ok((config, unknown))
+    };
+    let (config, unknown) = match load() {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("tidings: {e}");
             return ExitCode::from(2);
         }
     };
-    config.streams.demo |= demo;
     let logging = log::init(&config.log);
-    for key in unknown {
-        let hint = suggestion(&key);
-        tracing::warn!(key, "unknown configuration key ignored{hint}");
-    }
+    warn_unknown_keys(unknown);
+    let reload = tidings::reload::Source {
+        load: std::sync::Arc::new(move || {
+            load().map(|(config, unknown)| {
+                warn_unknown_keys(unknown);
+                config
+            })
+        }),
+        log: logging.filter(),
+    };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.spawn(log::warn_when_dropping(
         logging.dropped(),
         Duration::from_secs(60),
     ));
-    let result = rt.block_on(run(config));
+    let result = rt.block_on(run(config, reload));
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }
@@ -133,12 +163,23 @@ fn serve(file: Option<PathBuf>, overrides: Overrides, demo: bool) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+fn warn_unknown_keys(unknown: Vec<String>) {
+    for key in unknown {
+        let hint = suggestion(&key);
+        tracing::warn!(key, "unknown configuration key ignored{hint}");
+    }
+}
+
+async fn run(config: Config, reload: tidings::reload::Source) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("while binding {addr}"))?;
-    tidings::app::run(config, listener, shutdown_signal()).await
+    let supervision = tidings::app::Supervision {
+        notifier: tidings::systemd::Notifier::from_env(),
+        reload: Some(reload),
+    };
+    tidings::app::run_supervised(config, listener, shutdown_signal(), supervision).await
 }
 
 async fn shutdown_signal() {

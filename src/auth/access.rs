@@ -7,8 +7,11 @@
 //! precedence over the configured rule for that stream and action; both are
 //! read on every decision (the stored ones from the store's in-memory
 //! mirror, under its read lock, without copying), so an edit applies at once.
+//! A configuration reload (SIGHUP) replaces the configured rules and the
+//! anonymous switches the same way ([`Policy::replace`]): the next decision
+//! uses them, including the stream filter of subscriptions already open.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::config::StreamRule;
 use crate::error::{Error, Result};
@@ -140,11 +143,39 @@ struct Rule {
 #[derive(Clone)]
 pub struct Policy(Arc<PolicyInner>);
 
+/// Locking: `configured` is read once per decision (the `Arc` cloned, the
+/// lock let go at once) and written only by [`Policy::replace`].
 struct PolicyInner {
-    anonymous: Anonymous,
-    rules: Vec<Rule>,
+    configured: RwLock<Arc<Configured>>,
     /// Where the streams' stored role lists are read; `None`: config rules only.
     settings: Option<Store>,
+}
+
+/// What the configuration decides: the anonymous switches and `auth.rules`.
+struct Configured {
+    anonymous: Anonymous,
+    rules: Vec<Rule>,
+}
+
+impl Configured {
+    fn new(anonymous: Anonymous, rules: &[StreamRule]) -> Configured {
+        let roles = |names: &Option<Vec<String>>| {
+            names
+                .as_ref()
+                .map(|n| Roles::parse_all(n.iter().map(String::as_str)))
+        };
+        Configured {
+            anonymous,
+            rules: rules
+                .iter()
+                .map(|r| Rule {
+                    streams: Pattern::new(&r.streams),
+                    subscribe: roles(&r.subscribe),
+                    publish: roles(&r.publish),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The kind of stream a name is.
@@ -194,27 +225,29 @@ impl Action {
 impl Policy {
     /// `settings`: the store whose stream settings may carry role lists.
     pub fn new(anonymous: Anonymous, rules: &[StreamRule], settings: Option<Store>) -> Policy {
-        let roles = |names: &Option<Vec<String>>| {
-            names
-                .as_ref()
-                .map(|n| Roles::parse_all(n.iter().map(String::as_str)))
-        };
         Policy(Arc::new(PolicyInner {
-            anonymous,
-            rules: rules
-                .iter()
-                .map(|r| Rule {
-                    streams: Pattern::new(&r.streams),
-                    subscribe: roles(&r.subscribe),
-                    publish: roles(&r.publish),
-                })
-                .collect(),
+            configured: RwLock::new(Arc::new(Configured::new(anonymous, rules))),
             settings,
         }))
     }
 
+    /// Replaces the anonymous switches and the configured rules (a reload);
+    /// the next decision uses them.
+    pub fn replace(&self, anonymous: Anonymous, rules: &[StreamRule]) {
+        let configured = Arc::new(Configured::new(anonymous, rules));
+        *self.0.configured.write().unwrap_or_else(|e| e.into_inner()) = configured;
+    }
+
+    fn configured(&self) -> Arc<Configured> {
+        self.0
+            .configured
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn anonymous(&self) -> Anonymous {
-        self.0.anonymous
+        self.configured().anonymous
     }
 
     /// May `caller` publish to `stream`? 401 for anonymous, 403 otherwise.
@@ -267,15 +300,16 @@ impl Policy {
         if caller.roles.contains(Roles::ADMIN) {
             return true;
         }
-        let rule_roles = self.rule_roles(stream, action);
+        let configured = self.configured();
+        let rule_roles = self.rule_roles(&configured, stream, action);
         let patterns = match action {
             Action::Subscribe => caller.subscribe.as_deref(),
             Action::Publish => caller.publish.as_deref(),
         };
         if caller.is_anonymous() {
             let open = match action {
-                Action::Subscribe => self.0.anonymous.subscribe,
-                Action::Publish => self.0.anonymous.publish,
+                Action::Subscribe => configured.anonymous.subscribe,
+                Action::Publish => configured.anonymous.publish,
             };
             // Anonymous readers never see virtual streams; anonymous
             // producers (when allowed) may write to any stream a rule leaves open.
@@ -311,7 +345,7 @@ impl Policy {
 impl Policy {
     /// The roles a per-stream rule allows for `action`: the stream's stored
     /// list when it has one, else the first matching `auth.rules` entry's.
-    fn rule_roles(&self, stream: &str, action: Action) -> Option<Roles> {
+    fn rule_roles(&self, configured: &Configured, stream: &str, action: Action) -> Option<Roles> {
         let stored = self.0.settings.as_ref().and_then(|store| {
             store
                 .with_stream_settings(stream, |s| {
@@ -324,7 +358,10 @@ impl Policy {
                 .flatten()
         });
         stored.or_else(|| {
-            let rule = self.0.rules.iter().find(|r| r.streams.matches(stream))?;
+            let rule = configured
+                .rules
+                .iter()
+                .find(|r| r.streams.matches(stream))?;
             match action {
                 Action::Subscribe => rule.subscribe,
                 Action::Publish => rule.publish,
@@ -351,6 +388,36 @@ mod tests {
         ] {
             assert_eq!(Pattern::new(p).matches(s), want, "{p} vs {s}");
         }
+    }
+
+    #[test]
+    fn replaced_rules_apply_to_the_next_decision() {
+        let open = Anonymous {
+            subscribe: true,
+            publish: true,
+        };
+        let policy = Policy::new(open, &[], None);
+        let nobody = Caller::anonymous([127, 0, 0, 1].into());
+        assert!(policy.check_publish(&nobody, "orders.eu").is_ok());
+        let rule = StreamRule {
+            streams: "orders.*".into(),
+            subscribe: None,
+            publish: Some(vec!["ADMIN".into()]),
+        };
+        // A clone (as a subscription's filter holds) sees the change too.
+        let held = policy.clone();
+        policy.replace(open, &[rule]);
+        assert!(held.check_publish(&nobody, "orders.eu").is_err());
+        assert!(held.check_publish(&nobody, "other").is_ok());
+        policy.replace(
+            Anonymous {
+                subscribe: false,
+                publish: false,
+            },
+            &[],
+        );
+        assert!(!held.may_subscribe(&nobody, "other"));
+        assert!(!held.anonymous().publish);
     }
 
     #[test]

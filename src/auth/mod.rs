@@ -37,7 +37,11 @@ struct Inner {
     policy: Policy,
     store: Store,
     passwords: passwords::Hasher,
+    /// `[auth]` as the server started with it. A reload changes only the
+    /// policy's part (rules, anonymous switches; see [`Auth::reconfigure`]).
     config: AuthConfig,
+    /// The listener is loopback-only (decides the zero-config anonymous case).
+    loopback: bool,
     /// The one-time token that creates the first admin; `Some` only while
     /// no user exists. Locked for reads and a take, never across `.await`.
     setup: std::sync::Mutex<Option<String>>,
@@ -50,17 +54,7 @@ impl Auth {
     /// reachable from this machine (then, with nothing configured, anonymous
     /// callers may subscribe and publish, for local development).
     pub fn new(cfg: &AuthConfig, store: Store, loopback: bool) -> Result<Auth, ConfigError> {
-        let dev_open = loopback && !cfg.configured();
-        let anonymous = Anonymous {
-            subscribe: cfg.allow_anonymous.unwrap_or(dev_open),
-            publish: cfg.anonymous_publish.unwrap_or(dev_open),
-        };
-        if dev_open {
-            tracing::warn!(
-                "no authentication configured: anonymous callers may subscribe and publish \
-                 (allowed only because the listener is loopback; set [auth] before exposing it)"
-            );
-        }
+        let anonymous = anonymous(cfg, loopback);
         let sessions = sessions::Sessions::new(&store, cfg)
             .map_err(|e| ConfigError(format!("cannot set up login sessions: {e}")))?;
         let setup = accounts::initial_setup_token(&store)
@@ -72,9 +66,18 @@ impl Auth {
             store,
             passwords: passwords::Hasher::new(),
             config: cfg.clone(),
+            loopback,
             setup: std::sync::Mutex::new(setup),
             login_limits: accounts::LoginLimits::new(cfg.login_attempts_per_minute),
         })))
+    }
+
+    /// Applies a reloaded `[auth]`'s access part: `rules`,
+    /// `allow_anonymous`, `anonymous_publish` (the zero-config loopback case
+    /// decided again). Everything else in `cfg` is ignored: it needs a restart.
+    pub fn reconfigure(&self, cfg: &AuthConfig) {
+        let anonymous = anonymous(cfg, self.0.loopback);
+        self.0.policy.replace(anonymous, &cfg.rules);
     }
 
     pub fn policy(&self) -> &Policy {
@@ -151,5 +154,22 @@ impl Auth {
     /// The verifier of bearer JWTs from other systems, if configured.
     fn jwt(&self) -> Option<&jwt::Verifier> {
         self.0.jwt.as_ref()
+    }
+}
+
+/// What anonymous callers may do under `cfg`: the explicit switches, else
+/// everything only when the listener is loopback and nothing is configured
+/// (said with a WARN).
+fn anonymous(cfg: &AuthConfig, loopback: bool) -> Anonymous {
+    let dev_open = loopback && !cfg.configured();
+    if dev_open {
+        tracing::warn!(
+            "no authentication configured: anonymous callers may subscribe and publish \
+             (allowed only because the listener is loopback; set [auth] before exposing it)"
+        );
+    }
+    Anonymous {
+        subscribe: cfg.allow_anonymous.unwrap_or(dev_open),
+        publish: cfg.anonymous_publish.unwrap_or(dev_open),
     }
 }

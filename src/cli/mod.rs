@@ -1,6 +1,7 @@
 //! The parts of the `tidings` command that are more than argument parsing:
 //! the `config` subcommand ([`config`]), `user` and `token` ([`accounts`]),
-//! `migrate` and `compact` ([`maintenance`]), and where the server's log
+//! `migrate` and `compact` ([`maintenance`]), `export` and `import`
+//! ([`backup`]), and where the server's log
 //! lines go ([`log`]). `main.rs` parses the command line and calls into these.
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use clap::Args;
 use crate::config::Overrides;
 
 pub mod accounts;
+pub mod backup;
 pub mod config;
 pub mod log;
 pub mod maintenance;

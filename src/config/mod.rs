@@ -10,7 +10,9 @@ mod describe;
 mod render;
 mod validate;
 
-pub use render::{DEFAULT_TOML, REDACTED, env_var, is_secret, keys, nearest_key, to_toml_redacted};
+pub use render::{
+    DEFAULT_TOML, REDACTED, changed_keys, env_var, is_secret, keys, nearest_key, to_toml_redacted,
+};
 
 use std::path::{Path, PathBuf};
 

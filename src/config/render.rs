@@ -24,6 +24,20 @@ pub fn keys(config: &Config) -> Vec<String> {
     keys
 }
 
+/// The dotted keys whose values differ between `old` and `new`, in
+/// `default.toml`'s order (names only: a changed secret is named, never shown).
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let old: std::collections::HashMap<String, Value> =
+        leaves(&to_value(old)).into_iter().collect();
+    let mut changed: Vec<String> = leaves(&to_value(new))
+        .into_iter()
+        .filter(|(key, value)| old.get(key) != Some(value))
+        .map(|(key, _)| key)
+        .collect();
+    sort_like_default(&mut changed);
+    changed
+}
+
 /// The environment variable of a dotted key: `TIDINGS_STORAGE__DURABILITY`.
 pub fn env_var(key: &str) -> String {
     format!(
@@ -293,6 +307,21 @@ mod tests {
         config.auth.jwt_secret = Some(REDACTED.into());
         assert_eq!(to_value(&parsed), to_value(&config), "{text}");
         assert!(text.contains("# metrics_listen is unset"), "{text}");
+    }
+
+    #[test]
+    fn changed_keys_name_what_differs() {
+        let old = Config::default();
+        assert!(changed_keys(&old, &old).is_empty());
+        let (new, _) = parse(
+            "listen = \"127.0.0.1:9\"\n[log]\nlevel = \"debug\"\n\
+             [auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n\
+             [[auth.rules]]\nstreams = \"a.*\"\npublish = [\"ADMIN\"]\n",
+        );
+        assert_eq!(
+            changed_keys(&old, &new),
+            ["listen", "auth.jwt_secret", "auth.rules", "log.level"]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! never across `.await`. Counters are atomics.
 
 mod accounts;
+pub mod backup;
 pub mod cursors;
 mod jobs;
 pub mod keys;

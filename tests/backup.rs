@@ -1,0 +1,462 @@
+//! `tidings export` and `tidings import` as an operator runs them, against
+//! the real binary: an export taken from a running server (through its
+//! control socket) restores into a fresh data dir with the same events (ids,
+//! bytes, order), stream settings, job, consumer positions, users and API
+//! token; an export of the stopped data dir has the same content; a data dir
+//! that is not empty or has a server on it is refused; a damaged or
+//! truncated file is refused naming its line, leaving nothing behind.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::client::{Api, EVENTS};
+use common::process::{ServerProcess, binary};
+use common::{TEST_JWT_SECRET, hs256_token, wait_until};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const USERS: &str = "/api/v1/admin/users";
+const TOKENS: &str = "/api/v1/admin/tokens";
+const LOGIN: &str = "/api/v1/auth/login";
+const STOP: Duration = Duration::from_secs(15);
+
+/// Runs `tidings ARGS…` with `stdin` as its standard input.
+fn tidings(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tidings");
+    let mut input = child.stdin.take().expect("stdin");
+    // A command that is refused may exit before reading its input.
+    if let Err(e) = input.write_all(stdin) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
+    drop(input);
+    child.wait_with_output().expect("tidings output")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs the command, requires success; (stdout, stderr).
+fn ok(args: &[&str], stdin: &[u8]) -> (Vec<u8>, String) {
+    let out = tidings(args, stdin);
+    assert!(
+        out.status.success(),
+        "tidings {args:?} failed ({:?}): {}",
+        out.status,
+        stderr(&out)
+    );
+    (out.stdout.clone(), stderr(&out))
+}
+
+/// Requires exit `code` and a message that mentions `needle`.
+fn refused(args: &[&str], stdin: &[u8], code: i32, needle: &str) {
+    let out = tidings(args, stdin);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "tidings {args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "tidings {args:?} should say {needle:?}: {err}"
+    );
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// A server on `dir` that takes the test JWTs; anonymous callers may do nothing.
+fn spawn(dir: &Path) -> ServerProcess {
+    ServerProcess::spawn(
+        dir,
+        &[],
+        &[
+            ("TIDINGS_AUTH__JWT_SECRET", TEST_JWT_SECRET),
+            ("TIDINGS_AUTH__ALLOW_ANONYMOUS", "false"),
+        ],
+    )
+}
+
+fn admin(server: &ServerProcess) -> Api {
+    Api::at_with_token(&server.base, &hs256_token("root", &["ADMIN"]))
+}
+
+/// The export without the header's `created`, the one thing two exports of
+/// the same store differ in.
+fn without_created(export: &[u8]) -> String {
+    let text = String::from_utf8(export.to_vec()).expect("UTF-8 export");
+    let (first, rest) = text.split_once('\n').expect("a header line");
+    let mut header: Value = serde_json::from_str(first).expect("header JSON");
+    assert!(header["created"].is_string(), "{header}");
+    header.as_object_mut().unwrap().remove("created");
+    format!("{header}\n{rest}")
+}
+
+/// What the store holds, as the API shows it: each answer's raw bytes for
+/// the event reads (so bodies and order compare byte for byte) and JSON for
+/// the rest.
+async fn observe(api: &Api, job: &str) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    for query in [
+        "limit=100",
+        "streams=orders&limit=100",
+        "streams=user:alice&limit=100",
+        "streams=_jobs&limit=100",
+        // Named consumers resume after their committed positions.
+        "consumer=billing&streams=orders",
+        "consumer=audit&streams=notes",
+    ] {
+        let r = api
+            .http
+            .get(api.url(&format!("{EVENTS}?{query}")))
+            .send()
+            .await
+            .expect("poll");
+        assert_eq!(r.status(), 200, "poll {query}");
+        seen.push((query.to_owned(), r.text().await.expect("poll body")));
+    }
+    let stream = api.get_json("/api/v1/streams/orders").await.1;
+    let settings =
+        ["description", "max_events", "max_age_secs", "created"].map(|k| (k, stream[k].clone()));
+    seen.push(("orders settings".into(), format!("{settings:?}")));
+    for path in [
+        "/api/v1/consumers".to_owned(),
+        format!("/api/v1/jobs/{job}"),
+        USERS.to_owned(),
+        TOKENS.to_owned(),
+    ] {
+        let (status, body) = api.get_json(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        seen.push((path, body.to_string()));
+    }
+    seen
+}
+
+/// Fills a server with something of everything an export carries; returns
+/// (the async job's id, the API token).
+async fn populate(api: &Api) -> (String, String) {
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            "/api/v1/streams/orders",
+            &[("content-type", "application/json")],
+            json!({"description": "Orders", "max_events": 1000, "max_age_secs": 86_400})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, 201, "a new stream's settings: {body}");
+    // Data as the producer wrote it: spacing and a number no f64 holds.
+    let raw = r#"{"stream_id":"orders","type":"order.created","key":"order-1","data":{"total": 12.5,  "big": 1e400}}"#;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            EVENTS,
+            &[("content-type", "application/json")],
+            raw,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut first = vec![("orders", body["id"].clone())];
+    for (stream, ty, data) in [
+        ("orders", "order.paid", json!({"n": 1})),
+        ("notes", "note", json!("first")),
+        (
+            "user:alice",
+            "booking:confirmed",
+            json!({"booking_id": "b1"}),
+        ),
+        ("notes", "note", json!("second")),
+        ("orders", "order.shipped", json!({"n": 2})),
+    ] {
+        let ack = api
+            .publish(json!({"stream_id": stream, "type": ty, "data": data}))
+            .await;
+        if !first.iter().any(|(s, _)| *s == stream) {
+            first.push((stream, ack["id"].clone()));
+        }
+    }
+    let r = api
+        .http
+        .post(api.url(&format!("{EVENTS}?async=true")))
+        .json(&json!({"stream_id": "orders", "type": "from.job", "data": {"n": 3}}))
+        .send()
+        .await
+        .expect("async publish");
+    assert_eq!(r.status(), 202);
+    let job = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    wait_until("the job is done", Duration::from_secs(15), || async {
+        api.get_json(&format!("/api/v1/jobs/{job}")).await.1["status"] == "done"
+    })
+    .await;
+    // Each consumer has processed the first event of its stream.
+    for (consumer, stream) in [("billing", "orders"), ("audit", "notes")] {
+        let cursor = &first.iter().find(|(s, _)| *s == stream).unwrap().1;
+        let (status, body) = api
+            .post_json(
+                &format!("/api/v1/consumers/{consumer}/ack"),
+                &json!({"cursor": cursor, "streams": [stream]}),
+            )
+            .await;
+        assert_eq!(status, 200, "ack {consumer}: {body}");
+    }
+    for (name, password, role) in [
+        ("alice", "alice-password", "user"),
+        ("bob", "bob-password", "publisher"),
+    ] {
+        let body = json!({"name": name, "password": password, "role": role});
+        let (status, answer) = api.post_json(USERS, &body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let (status, token) = api
+        .post_json(TOKENS, &json!({"name": "svc", "role": "publisher"}))
+        .await;
+    assert_eq!(status, 201, "{token}");
+    (job, token["token"].as_str().expect("token").to_owned())
+}
+
+async fn login(api: &Api, name: &str, password: &str) -> u16 {
+    let body = json!({"username": name, "password": password});
+    reqwest::Client::new()
+        .post(api.url(LOGIN))
+        .json(&body)
+        .send()
+        .await
+        .expect("login")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_export_restores_into_a_fresh_data_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let file = root.path().join("backup.ndjson");
+    let server = spawn(&a);
+    let api = admin(&server);
+    let (job, token) = populate(&api).await;
+    let before = observe(&api, &job).await;
+    let last_id: u64 = api.last_id().await.parse().unwrap();
+
+    // The server holds the database: this export goes through its socket.
+    let (_, said) = ok(&["export", "--out", s(&file), "--data-dir", s(&a)], b"");
+    assert!(said.contains("from the server running on"), "{said}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the export holds password hashes");
+    assert!(!root.path().join("backup.ndjson.tmp").exists());
+    let live = std::fs::read(&file).unwrap();
+    let text = String::from_utf8(live.clone()).unwrap();
+    // Event lines hold `1e400`, which `Value` cannot: only the others are parsed.
+    let lines: Vec<&str> = text.lines().collect();
+    let parse = |line: &str| serde_json::from_str::<Value>(line).expect("a JSON line");
+    let header = &parse(lines[0]);
+    assert_eq!(
+        (
+            &header["kind"],
+            &header["format_version"],
+            &header["last_seq"]
+        ),
+        (&json!("header"), &json!(1), &json!(last_id)),
+        "{header}"
+    );
+    let counts = &parse(lines.last().unwrap())["counts"];
+    let events = lines
+        .iter()
+        .filter(|l| l.starts_with(r#"{"kind":"event","#))
+        .count();
+    assert_eq!(counts["events"], events, "{counts}");
+    assert_eq!(
+        [
+            &counts["users"],
+            &counts["tokens"],
+            &counts["jobs"],
+            &counts["cursors"]
+        ],
+        [&json!(2), &json!(1), &json!(1), &json!(2)],
+        "{counts}"
+    );
+    assert!(text.contains("$argon2id$") && !text.contains("alice-password"));
+    assert!(!text.contains(&token), "never the token itself");
+    // The route is on the control socket only, not on the HTTP API.
+    let (status, _) = api.get_json("/control/v1/export").await;
+    assert_eq!(status, 404);
+
+    let status = server.terminate(STOP);
+    assert!(status.success(), "{status:?}");
+    let (stopped, _) = ok(&["export", "--out", "-", "--data-dir", s(&a)], b"");
+    assert_eq!(
+        without_created(&stopped),
+        without_created(&live),
+        "the stopped data dir exports the same content"
+    );
+
+    let (_, said) = ok(&["import", s(&file), "--data-dir", s(&b)], b"");
+    assert!(
+        said.contains(&format!("the next event id is {}", last_id + 1)),
+        "{said}"
+    );
+    let server = spawn(&b);
+    let api = admin(&server);
+    let after = observe(&api, &job).await;
+    for (want, got) in before.iter().zip(&after) {
+        assert_eq!(got, want, "after the restore");
+    }
+    assert_eq!(after.len(), before.len());
+    for (name, password) in [("alice", "alice-password"), ("bob", "bob-password")] {
+        assert_eq!(login(&api, name, password).await, 200, "{name} logs in");
+    }
+    let svc = Api::at_with_token(&server.base, &token);
+    let ack = svc
+        .publish(json!({"stream_id": "orders", "type": "after.restore"}))
+        .await;
+    assert_eq!(ack["id"], (last_id + 1).to_string(), "{ack}");
+    // The idempotency key came back with its event.
+    let (status, dup) = api
+        .post_json(
+            EVENTS,
+            &json!({"stream_id": "orders", "type": "order.created", "key": "order-1"}),
+        )
+        .await;
+    assert_eq!((status, &dup["duplicate"]), (200, &json!(true)), "{dup}");
+    assert_eq!(dup["id"], "1", "{dup}");
+    server.terminate(STOP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_refuses_a_data_dir_in_use_or_not_empty_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let file = root.path().join("backup.ndjson");
+    let server = spawn(&dir);
+    admin(&server)
+        .publish(json!({"stream_id": "orders", "type": "t"}))
+        .await;
+    ok(&["export", "--out", s(&file), "--data-dir", s(&dir)], b"");
+    let import = ["import", s(&file), "--data-dir", s(&dir)];
+    refused(&import, b"", 2, "a server is running");
+    server.terminate(STOP);
+
+    let export = ["export", "--out", "-", "--data-dir", s(&dir)];
+    let (before, _) = ok(&export, b"");
+    refused(&import, b"", 2, "is not empty (it holds events)");
+    let (after, _) = ok(&export, b"");
+    assert_eq!(without_created(&after), without_created(&before));
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".import"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_exports_are_refused_naming_the_line_and_leave_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let source = root.path().join("source");
+    let server = spawn(&source);
+    let api = admin(&server);
+    for n in 0..3 {
+        api.publish(json!({"stream_id": "orders", "type": "t", "key": format!("k{n}")}))
+            .await;
+    }
+    let (status, body) = api
+        .post_json(
+            USERS,
+            &json!({"name": "carol", "password": "carol-password", "role": "user"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    server.terminate(STOP);
+    let (good, _) = ok(&["export", "--out", "-", "--data-dir", s(&source)], b"");
+    let text = String::from_utf8(good.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // header, stream, user, 3 events, trailer
+    assert_eq!(lines.len(), 7, "{text}");
+    let joined = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let replaced = |i: usize, with: &str| {
+        let mut ls = lines.clone();
+        ls[i] = with;
+        joined(&ls)
+    };
+    let bad_event = lines[4].replace("\"id\":\"2\"", "\"id\":\"7\"");
+    let other_version = lines[0].replace("\"format_version\":1", "\"format_version\":2");
+    let cut = &text[..text.len() - lines[6].len() - 10];
+    let cases: Vec<(&str, String, i32, &str)> = vec![
+        ("cut inside a line", cut.to_owned(), 1, "line 6:"),
+        (
+            "no trailer",
+            joined(&lines[..6]),
+            1,
+            "line 7: the file ends without its trailer",
+        ),
+        (
+            "a lost event",
+            joined(&[&lines[..4], &lines[5..]].concat()),
+            1,
+            "line 6: the trailer counts",
+        ),
+        (
+            "not JSON",
+            replaced(3, "{\"kind\":\"event\",oops"),
+            1,
+            "line 4:",
+        ),
+        (
+            "an event of another id",
+            replaced(4, &bad_event),
+            1,
+            "line 5: the event JSON",
+        ),
+        (
+            "events out of order",
+            joined(&[
+                lines[0], lines[1], lines[2], lines[4], lines[3], lines[5], lines[6],
+            ]),
+            1,
+            "line 5: event 1 does not come after event 2",
+        ),
+        (
+            "no header",
+            joined(&lines[1..]),
+            1,
+            "line 1: not a tidings export",
+        ),
+        ("empty", String::new(), 1, "line 1: the file is empty"),
+        (
+            "another format version",
+            replaced(0, &other_version),
+            2,
+            "format version 2",
+        ),
+    ];
+    let target = root.path().join("target");
+    for (what, content, code, needle) in cases {
+        let out = tidings(
+            &["import", "-", "--data-dir", s(&target)],
+            content.as_bytes(),
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: want {needle:?} in {err}");
+    }
+    // Nothing was left behind: the data dir is still empty and takes the good file.
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["db"], "only the (empty) store");
+    ok(&["import", "-", "--data-dir", s(&target)], &good);
+    let (again, _) = ok(&["export", "--out", "-", "--data-dir", s(&target)], b"");
+    assert_eq!(without_created(&again), without_created(&good));
+}
