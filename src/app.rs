@@ -56,9 +56,35 @@ pub struct Handles {
     /// Cancelled when the server starts shutting down; every long-lived loop selects on it.
     pub shutdown: CancellationToken,
     pub started: Instant,
-    /// The configuration the server started with, as TOML with secrets
-    /// REDACTED, and the redacted keys (`GET /api/v1/admin/config`).
-    pub effective_config: Arc<(String, Vec<String>)>,
+    /// The configuration in force (`GET /api/v1/admin/config`).
+    pub effective_config: EffectiveConfig,
+}
+
+/// The configuration in force as admins see it: TOML with every secret
+/// REDACTED, and the keys that were. A reload replaces it. Locking: the
+/// lock is held only to swap or clone the `Arc`.
+#[derive(Clone)]
+pub struct EffectiveConfig(Arc<std::sync::RwLock<Arc<ShownConfig>>>);
+
+/// The redacted TOML, and the keys whose values were redacted.
+pub type ShownConfig = (String, Vec<String>);
+
+impl EffectiveConfig {
+    pub fn new(config: &Config) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(
+            crate::config::to_toml_redacted(config),
+        ))))
+    }
+
+    /// The TOML and the redacted keys.
+    pub fn get(&self) -> Arc<ShownConfig> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, config: &Config) {
+        let shown = Arc::new(crate::config::to_toml_redacted(config));
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = shown;
+    }
 }
 
 /// Open long-lived connections (SSE, WebSocket, waiting long polls, gRPC
@@ -320,7 +346,7 @@ pub async fn run_supervised(
         metrics: metrics.clone(),
         shutdown: token.clone(),
         started: Instant::now(),
-        effective_config: Arc::new(crate::config::to_toml_redacted(&config)),
+        effective_config: EffectiveConfig::new(&config),
     }));
     let compactor = tokio::spawn(compact_every(
         ingest.clone(),
@@ -345,6 +371,7 @@ pub async fn run_supervised(
             rate_limits: state.rate_limits.clone(),
             connections: state.connections.clone(),
             log: source.log,
+            shown: state.effective_config.clone(),
         };
         (source.load, live)
     });

@@ -59,6 +59,8 @@ pub struct Live {
     pub rate_limits: RateLimits,
     pub connections: Connections,
     pub log: LogFilter,
+    /// What `GET /api/v1/admin/config` shows.
+    pub shown: crate::app::EffectiveConfig,
 }
 
 /// What one reload did.
@@ -146,6 +148,7 @@ impl Live {
             applied.join(", ")
         };
         tracing::info!(applied = %summary, "configuration reloaded");
+        self.shown.set(&merged);
         self.config = merged;
         Outcome::Applied { applied, restart }
     }

@@ -154,6 +154,14 @@ async fn publish_until_limited(
     None
 }
 
+/// The same in both files: anonymous clients, and admins by JWT.
+const AUTH: &str = r#"
+[auth]
+jwt_secret = "tidings-test-hs256-secret-0123456789abcdef"
+allow_anonymous = true
+anonymous_publish = true
+"#;
+
 const BEFORE: &str = r#"
 [log]
 level = "info"
@@ -177,7 +185,11 @@ publish = ["ADMIN"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_limits_rules_and_log_level_with_clients_connected() {
     let config = ConfigFile::new();
-    config.write("127.0.0.1:0", BEFORE);
+    assert!(
+        AUTH.contains(common::TEST_JWT_SECRET),
+        "AUTH uses the tests' JWT secret"
+    );
+    config.write("127.0.0.1:0", &format!("{BEFORE}{AUTH}"));
     let server = spawn(&config);
     let client = reqwest::Client::new();
 
@@ -210,7 +222,7 @@ async fn sighup_applies_limits_rules_and_log_level_with_clients_connected() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(publish_until_limited(&client, &server, 20).await, None);
 
-    config.write("127.0.0.1:0", AFTER);
+    config.write("127.0.0.1:0", &format!("{AFTER}{AUTH}"));
     let lines = blocking(|| reload(&server, "configuration reloaded"));
     let summary = lines.last().unwrap();
     for key in [
@@ -226,6 +238,20 @@ async fn sighup_applies_limits_rules_and_log_level_with_clients_connected() {
         lines.iter().all(|l| !l.contains("need a restart")),
         "{lines:#?}"
     );
+
+    // Admins see the configuration in force, not the one started with.
+    let shown: Value = client
+        .get(server.url("/api/v1/admin/config"))
+        .bearer_auth(common::hs256_token("root", &["ADMIN"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let toml = shown["toml"].as_str().unwrap_or_else(|| panic!("{shown}"));
+    assert!(toml.contains("publish_burst = 3"), "{toml}");
+    assert!(!toml.contains(common::TEST_JWT_SECRET), "{toml}");
 
     // The access rule: anonymous publishing to locked.* is refused now.
     let (status, body) = publish(

@@ -119,7 +119,7 @@ async fn next_frame(state: &AppState, request: &Parts) -> Option<Bytes> {
 
 /// # `GET /api/v1/admin/config`
 ///
-/// `{"toml": "<the configuration the server started with>", "redacted":
+/// `{"toml": "<the configuration in force>", "redacted":
 /// ["auth.jwt_secret", …]}`: secrets are replaced by `REDACTED` and listed.
 #[utoipa::path(
     get,
@@ -133,7 +133,8 @@ async fn next_frame(state: &AppState, request: &Parts) -> Option<Bytes> {
 )]
 pub async fn config(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
     state.auth.policy().check_admin(&caller)?;
-    let (toml, redacted) = &*state.effective_config;
+    let shown = state.effective_config.get();
+    let (toml, redacted) = &*shown;
     Ok(Json(json!({ "toml": toml, "redacted": redacted })))
 }
 
