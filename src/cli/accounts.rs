@@ -169,7 +169,12 @@ pub fn run(cmd: Accounts) -> ExitCode {
                 Accounts::User(cmd) => user(&admin, cmd, password.unwrap_or_default()).await,
                 Accounts::Token(cmd) => token(&admin, cmd).await,
             };
+            let direct = !admin.is_remote();
             let closed = admin.close().await.map_err(Failure::failed);
+            if direct {
+                // Root on a packaged install: the files stay the service's.
+                crate::store::owner::give_back(&config.data_dir);
+            }
             done.and(closed)
         })
     };

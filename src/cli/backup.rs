@@ -146,8 +146,11 @@ fn export_to(config: &Config, sink: &mut dyn Write) -> Result<(Counts, String), 
     })?;
     let counts = store
         .export(sink, Now::system())
-        .map_err(|e| Failure::failed(format!("cannot write the export: {e}")))?;
-    Ok((counts, dir.display().to_string()))
+        .map_err(|e| Failure::failed(format!("cannot write the export: {e}")));
+    // Opening may have migrated or rewritten files: they stay the service's.
+    drop(store);
+    crate::store::owner::give_back(dir);
+    Ok((counts?, dir.display().to_string()))
 }
 
 /// `FILE.tmp` beside `FILE`.

@@ -32,6 +32,7 @@ pub fn compact(target: &Target) -> ExitCode {
     let now = Now::system().secs().max(0) as u64;
     let result = Store::open(&config.data_dir, &config.storage)
         .and_then(|store| retention::run_pass_offline(&store, options, now));
+    crate::store::owner::give_back(&config.data_dir);
     match result {
         Ok(report) => {
             println!(
@@ -58,6 +59,7 @@ pub fn migrate(target: &Target, status_only: bool) -> ExitCode {
         if !status_only {
             // Opening migrates; the handle is closed before the status is read.
             drop(Store::open(dir, &config.storage)?);
+            crate::store::owner::give_back(dir);
         }
         Store::migration_status(dir, &config.storage)
     })();

@@ -15,6 +15,7 @@ pub mod cursors;
 mod jobs;
 pub mod keys;
 pub mod migrate;
+pub mod owner;
 pub mod retention;
 pub mod segment;
 mod streams;
