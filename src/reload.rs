@@ -187,6 +187,7 @@ pub async fn on_hangup(
 ) {
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             got = hangups.recv() => if got.is_none() { return },
         }
@@ -198,6 +199,10 @@ pub async fn on_hangup(
             Ok(Err(e)) => refuse(e),
             Err(e) => refuse(ConfigError(format!("the loader failed: {e}"))),
         };
+        // Once STOPPING=1 went out, READY=1 would tell systemd the opposite.
+        if shutdown.is_cancelled() {
+            return;
+        }
         notifier.ready(&format!("{listening}; {}", outcome.status()));
     }
 }

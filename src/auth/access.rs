@@ -9,7 +9,9 @@
 //! mirror, under its read lock, without copying), so an edit applies at once.
 //! A configuration reload (SIGHUP) replaces the configured rules and the
 //! anonymous switches the same way ([`Policy::replace`]): the next decision
-//! uses them, including the stream filter of subscriptions already open.
+//! uses them. Subscriptions already open keep the streams they were allowed
+//! when they opened (a reader of every stream re-checks each event); a
+//! tightened rule shuts out a named-stream reader when it reconnects.
 
 use std::sync::{Arc, RwLock};
 
