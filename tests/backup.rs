@@ -392,6 +392,15 @@ async fn damaged_exports_are_refused_naming_the_line_and_leave_nothing() {
     let bad_event = lines[4].replace("\"id\":\"2\"", "\"id\":\"7\"");
     let other_version = lines[0].replace("\"format_version\":1", "\"format_version\":2");
     let cut = &text[..text.len() - lines[6].len() - 10];
+    let last_seq = |seq: &str| {
+        let mut header: Value = serde_json::from_str(lines[0]).unwrap();
+        header["last_seq"] = serde_json::from_str(seq).unwrap();
+        header.to_string()
+    };
+    let huge_header = last_seq("18446744073709551615");
+    let huge_cursor =
+        r#"{"kind":"cursor","consumer":"billing","stream":"orders","seq":9223372036854775808}"#
+            .to_owned();
     let cases: Vec<(&str, String, i32, &str)> = vec![
         ("cut inside a line", cut.to_owned(), 1, "line 6:"),
         (
@@ -434,6 +443,18 @@ async fn damaged_exports_are_refused_naming_the_line_and_leave_nothing() {
         ),
         ("empty", String::new(), 1, "line 1: the file is empty"),
         (
+            "a last_seq no store reaches",
+            replaced(0, &huge_header),
+            1,
+            "line 1: last_seq 18446744073709551615 is above the highest seq",
+        ),
+        (
+            "a cursor beyond i64",
+            joined(&[&lines[..3], &[huge_cursor.as_str()], &lines[3..]].concat()),
+            1,
+            "line 4: the cursor's seq 9223372036854775808 is above",
+        ),
+        (
             "another format version",
             replaced(0, &other_version),
             2,
@@ -459,4 +480,53 @@ async fn damaged_exports_are_refused_naming_the_line_and_leave_nothing() {
     ok(&["import", "-", "--data-dir", s(&target)], &good);
     let (again, _) = ok(&["export", "--out", "-", "--data-dir", s(&target)], b"");
     assert_eq!(without_created(&again), without_created(&good));
+}
+
+/// A live export reads its header before the consumer positions, which may
+/// name newer ids: the restored store goes on above them, so the consumer
+/// gets the next event instead of skipping it as one it already passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_ahead_of_the_header_does_not_make_new_ids_skipped() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let server = spawn(&a);
+    admin(&server)
+        .publish(json!({"stream_id": "orders", "type": "t"}))
+        .await;
+    server.terminate(STOP);
+    let (export, _) = ok(&["export", "--out", "-", "--data-dir", s(&a)], b"");
+    let text = String::from_utf8(export).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    // header, stream, event, trailer
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].contains(r#""last_seq":1"#), "{}", lines[0]);
+    lines.insert(
+        2,
+        r#"{"kind":"cursor","consumer":"billing","stream":"orders","seq":5}"#.into(),
+    );
+    let mut trailer: Value = serde_json::from_str(&lines[4]).unwrap();
+    trailer["counts"]["cursors"] = json!(1);
+    lines[4] = trailer.to_string();
+    let file: String = lines.iter().map(|l| format!("{l}\n")).collect();
+
+    let (_, said) = ok(&["import", "-", "--data-dir", s(&b)], file.as_bytes());
+    assert!(said.contains("the next event id is 6"), "{said}");
+    let server = spawn(&b);
+    let api = admin(&server);
+    let ack = api
+        .publish(json!({"stream_id": "orders", "type": "after.restore"}))
+        .await;
+    assert_eq!(ack["id"], "6", "{ack}");
+    let (status, body) = api
+        .get_json(&format!("{EVENTS}?consumer=billing&streams=orders"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<_> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("6")], "{body}");
+    server.terminate(STOP);
 }

@@ -268,8 +268,9 @@ pub fn import(target: &Target, file: &Path) -> ExitCode {
                 dir.display()
             )));
         }
-        // Holds the data dir's lock until just before the swap, so no server
-        // starts on it while the restore runs.
+        // Holds the data dir's lock until the restored store is in place, so
+        // no server starts on the empty one while the restore runs or the
+        // stores are exchanged.
         let existing = Store::open(dir, &config.storage).map_err(Failure::refused)?;
         if let Some(what) = existing.holds_data().map_err(Failure::failed)? {
             return Err(Failure::refused(format!(
@@ -288,9 +289,14 @@ pub fn import(target: &Target, file: &Path) -> ExitCode {
             })?
             // The staging store is closed here, before it is moved.
         };
+        // The restore refuses seqs above `i64::MAX`: this cannot fail.
+        let next = restored.last_seq.checked_add(1).ok_or_else(|| {
+            Failure::failed(format!(
+                "{name}: its last seq leaves no room for new events"
+            ))
+        })?;
         staging.match_owner(dir);
-        drop(existing);
-        staging.swap_into(dir)?;
+        staging.swap_into(dir, existing)?;
         let skipped = match restored.skipped {
             0 => String::new(),
             n => format!(" ({n} expired or deleted events left out)"),
@@ -299,7 +305,7 @@ pub fn import(target: &Target, file: &Path) -> ExitCode {
             "imported {}{skipped} into {}; the next event id is {}",
             describe(&restored.counts),
             dir.display(),
-            restored.last_seq + 1
+            next
         ))
     })())
 }
@@ -355,20 +361,43 @@ impl Staging {
         }
     }
 
-    /// Puts the restored store in place of `<dir>/db` (an empty store).
-    fn swap_into(self, dir: &Path) -> Result<(), Failure> {
+    /// Puts the restored store in place of `<dir>/db`, the empty store
+    /// `existing` holds open (and locked). Both directories are exchanged in
+    /// one step while `existing` is still open, so no server can start on
+    /// the empty store in between; the empty one ends up in the staging
+    /// directory and goes with it. Only where the kernel or filesystem
+    /// cannot exchange (EINVAL, ENOSYS) is `existing` closed first and the
+    /// stores moved with two renames.
+    fn swap_into(self, dir: &Path, existing: Store) -> Result<(), Failure> {
         let target = dir.join("db");
-        let replaced = self.path.join("replaced");
+        let staged = self.path.join("db");
         let moved = |e: io::Error| {
             Failure::failed(format!(
                 "cannot move the restored store into {}: {e}",
                 target.display()
             ))
         };
+        let exchanged = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &staged,
+            rustix::fs::CWD,
+            &target,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        drop(existing);
+        match exchanged {
+            Ok(()) => {
+                sync_parent(&target);
+                return Ok(());
+            }
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
+            Err(e) => return Err(moved(e.into())),
+        }
+        let replaced = self.path.join("replaced");
         if target.exists() {
             fs::rename(&target, &replaced).map_err(moved)?;
         }
-        if let Err(e) = fs::rename(self.path.join("db"), &target) {
+        if let Err(e) = fs::rename(&staged, &target) {
             let _ = fs::rename(&replaced, &target);
             return Err(moved(e));
         }

@@ -360,4 +360,117 @@ mod tests {
         assert_eq!((done.skipped, done.last_seq), (2, 3));
         assert_eq!(late.holds_data().unwrap(), Some("streams"));
     }
+
+    /// Opens `dir` again once sled's background thread of the store just
+    /// dropped has let go of its lock.
+    fn reopen(dir: &std::path::Path, cfg: &StorageConfig) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir, cfg) {
+                Ok(store) => return store,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// A crafted export: its header, `middle` lines and a trailer counting them.
+    fn crafted(last_seq: u64, middle: &[String], counts: Counts) -> Vec<u8> {
+        let header = Header {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            schema_version: super::super::CURRENT_VERSION,
+            tidings_version: "0.1.0".into(),
+            created: "2026-01-31T12:00:00.000Z".into(),
+            first_seq: 1,
+            last_seq,
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, &Line::Header(&header)).unwrap();
+        for line in middle {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        write_line(&mut out, &Line::Trailer { counts: &counts }).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_restore_continues_above_every_seq_a_cursor_or_job_names() {
+        let cfg = StorageConfig::default();
+        let job = JobRecord {
+            job_id: "j".into(),
+            status: super::super::JobStatus::Done,
+            created: 1,
+            updated: 1,
+            event_ids: vec!["9".into(), "not-a-seq".into()],
+            error: None,
+            owner: None,
+            expires_at: u64::MAX,
+            payload: vec![],
+        };
+        let job = serde_json::to_string(&Line::Job { job: &job }).unwrap();
+        let cursor = r#"{"kind":"cursor","consumer":"billing","stream":"orders","seq":5}"#;
+        for (middle, counts, want) in [
+            (vec![cursor.to_owned()], (1, 0), 5),
+            (vec![job.clone()], (0, 1), 9),
+            (vec![job, cursor.to_owned()], (1, 1), 9),
+        ] {
+            let counts = Counts {
+                cursors: counts.0,
+                jobs: counts.1,
+                ..Counts::default()
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), &cfg).unwrap();
+            let file = crafted(2, &middle, counts);
+            let done = store.restore(&mut &file[..], 0).unwrap();
+            assert_eq!(done.last_seq, want);
+            drop(store);
+            let store = reopen(dir.path(), &cfg);
+            let mut writer = store.writer();
+            let wrote = writer
+                .write_group(&[vec![event(r#"{"type":"t","stream_id":"orders"}"#)]])
+                .unwrap();
+            assert_eq!(wrote.outcomes[0][0].seq, want + 1);
+        }
+    }
+
+    #[test]
+    fn seqs_above_i64_max_are_refused_naming_the_line() {
+        let cfg = StorageConfig::default();
+        let big = i64::MAX as u64 + 1;
+        let cursor = |seq: u64| {
+            format!(r#"{{"kind":"cursor","consumer":"billing","stream":"orders","seq":{seq}}}"#)
+        };
+        let one_cursor = Counts {
+            cursors: 1,
+            ..Counts::default()
+        };
+        for (file, want) in [
+            (
+                crafted(u64::MAX, &[], Counts::default()),
+                "line 1: last_seq",
+            ),
+            (crafted(big, &[], Counts::default()), "line 1: last_seq"),
+            (
+                crafted(1, &[cursor(u64::MAX)], one_cursor),
+                "line 2: the cursor's seq",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), &cfg).unwrap();
+            let err = store.restore(&mut &file[..], 0).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+            assert_eq!(store.holds_data().unwrap(), None, "{err}");
+        }
+        // The highest allowed seq still leaves room for the next id.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &cfg).unwrap();
+        let file = crafted(i64::MAX as u64, &[], Counts::default());
+        assert_eq!(
+            store.restore(&mut &file[..], 0).unwrap().last_seq,
+            i64::MAX as u64
+        );
+    }
 }

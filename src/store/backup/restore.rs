@@ -33,6 +33,9 @@ const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 const SEGMENT_BYTES: usize = 1024 * 1024;
 /// …or this many events.
 const SEGMENT_EVENTS: usize = 4096;
+/// The highest seq a file may name: the store's ids stay within `i64`, so
+/// the writer can always add one.
+const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// Why a restore stopped.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +184,9 @@ struct Restore<'s> {
     counts: Counts,
     trailer: bool,
     last_event: u64,
+    /// The highest seq a cursor or a job's `event_ids` names: a live export
+    /// reads them after the header, so they may be ahead of its `last_seq`.
+    mentioned: u64,
     stored: u64,
     skipped: u64,
     /// Streams with a `stream` line: their `deleted_through`.
@@ -218,6 +224,7 @@ impl<'s> Restore<'s> {
             counts: Counts::default(),
             trailer: false,
             last_event: 0,
+            mentioned: 0,
             stored: 0,
             skipped: 0,
             listed: HashMap::new(),
@@ -262,6 +269,12 @@ impl<'s> Restore<'s> {
             }
             "job" => {
                 let JobLine { job } = self.parse(text)?;
+                for id in &job.event_ids {
+                    if let Ok(seq) = id.parse::<u64>() {
+                        self.check_seq("a job's event id", seq)?;
+                        self.mentioned = self.mentioned.max(seq);
+                    }
+                }
                 self.insert(&self.jobs, &job.job_id, &job, "job")?;
                 self.counts.jobs += 1;
                 Ok(())
@@ -309,10 +322,20 @@ impl<'s> Restore<'s> {
                 header.tidings_version, header.schema_version
             )));
         }
+        self.check_seq("first_seq", header.first_seq)?;
+        self.check_seq("last_seq", header.last_seq)?;
         if header.first_seq > header.last_seq.saturating_add(1) {
             return Err(self.bad("first_seq is above last_seq + 1"));
         }
         self.header = Some(header);
+        Ok(())
+    }
+
+    /// Refuses a seq the store could never have assigned.
+    fn check_seq(&self, what: &str, seq: u64) -> Result<(), RestoreError> {
+        if seq > MAX_SEQ {
+            return Err(self.bad(format!("{what} {seq} is above the highest seq {MAX_SEQ}")));
+        }
         Ok(())
     }
 
@@ -368,6 +391,8 @@ impl<'s> Restore<'s> {
                 line.consumer, line.stream
             )));
         }
+        self.check_seq("the cursor's seq", line.seq)?;
+        self.mentioned = self.mentioned.max(line.seq);
         let key = keys::cursor_key(&line.consumer, &line.stream);
         let value = keys::seq_key(line.seq);
         if self
@@ -388,6 +413,7 @@ impl<'s> Restore<'s> {
         self.counts.events += 1;
         let header = self.header.as_ref().expect("the header is read first");
         let seq = line.seq;
+        self.check_seq("event", seq)?;
         if seq <= self.last_event {
             return Err(self.bad(format!(
                 "event {seq} does not come after event {}",
@@ -503,7 +529,9 @@ impl<'s> Restore<'s> {
             let settings = StreamSettings::new(*created).encode();
             inner.streams_tree.insert(name.as_bytes(), settings)?;
         }
-        let last_seq = header.last_seq.max(self.last_event);
+        // Above every id the file names, so no new event reuses one a
+        // consumer already passed or a job reported.
+        let last_seq = header.last_seq.max(self.last_event).max(self.mentioned);
         let mut meta = sled::Batch::default();
         meta.insert(keys::META_LAST_SEQ, &last_seq.to_be_bytes());
         meta.insert(keys::META_EVENT_COUNT, &self.stored.to_be_bytes());
