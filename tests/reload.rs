@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::process::{ServerProcess, binary};
@@ -61,37 +59,7 @@ fn spawn(config: &ConfigFile) -> ServerProcess {
             cmd.env_remove(key);
         }
     }
-    let mut child = cmd.spawn().expect("spawn tidings");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, log) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut startup = Vec::new();
-    let addr = loop {
-        let line = log
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no address logged; got:\n{}", startup.join("\n")));
-        if let Some(addr) = line
-            .split("addr=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-        {
-            break addr.parse().expect("address in log line");
-        }
-        startup.push(line);
-    };
-    ServerProcess {
-        child,
-        addr,
-        base: format!("http://{addr}"),
-        log,
-        startup,
-    }
+    ServerProcess::spawn_command(cmd)
 }
 
 /// Sends SIGHUP and returns the log lines up to the one containing `until`

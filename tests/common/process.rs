@@ -38,6 +38,12 @@ impl ServerProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        ServerProcess::spawn_command(cmd)
+    }
+
+    /// Spawns `cmd` (a `tidings serve …` with stderr piped) and waits for
+    /// its "listening" log line to learn the port.
+    pub fn spawn_command(mut cmd: Command) -> ServerProcess {
         let mut child = cmd.spawn().expect("spawn tidings");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, log) = mpsc::channel();
