@@ -5,6 +5,11 @@ use std::net::SocketAddr;
 
 use super::{Config, ConfigError, JwtAlgorithm};
 
+/// Largest request body or gRPC message: a job submitted with `?async=true`
+/// (or gRPC `IngestEvent`) keeps its payload, and the backup line holding
+/// that job must stay well below the 64 MiB `tidings import` reads.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
 impl Config {
     /// Checks values serde cannot: addresses, ranges, relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -26,6 +31,16 @@ impl Config {
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be at least 1")));
+            }
+        }
+        for (key, value) in [
+            ("limits.body_bytes", l.body_bytes),
+            ("limits.grpc_message_bytes", l.grpc_message_bytes),
+        ] {
+            if value > MAX_MESSAGE_BYTES {
+                return Err(ConfigError(format!(
+                    "{key} ({value}) must not exceed {MAX_MESSAGE_BYTES} (32 MiB): an asynchronous job keeps its payload, and `tidings import` reads backup lines of at most 64 MiB"
+                )));
             }
         }
         if l.event_bytes > l.body_bytes {
@@ -377,6 +392,14 @@ mod tests {
                 "limits.ws_pong_timeout_secs",
             ),
             ("[limits]\nbody_bytes = \"big\"", "body_bytes"),
+            (
+                "[limits]\nbody_bytes = 40000000",
+                "limits.body_bytes (40000000)",
+            ),
+            (
+                "[limits]\ngrpc_message_bytes = 40000000",
+                "limits.grpc_message_bytes",
+            ),
             (
                 "[cors]\nallow_origins = [\"app.example/\"]",
                 "cors.allow_origins",
