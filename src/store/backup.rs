@@ -210,6 +210,8 @@ impl Store {
                 .as_deref()
                 .map(keys::decode_segment_keys)
                 .unwrap_or_default();
+            // Both lists are in seq order: walk them together.
+            let mut keyed = keyed.iter().peekable();
             for entry in segment::entries(&segment) {
                 let entry = entry.map_err(store_err)?;
                 if entry.seq > head {
@@ -218,10 +220,8 @@ impl Store {
                 if entry.expires_at <= now_secs || self.below_floor(entry.stream, entry.seq) {
                     continue;
                 }
-                let key = keyed
-                    .iter()
-                    .find(|(seq, _)| *seq == entry.seq)
-                    .map(|(_, k)| *k);
+                while keyed.next_if(|(seq, _)| *seq < entry.seq).is_some() {}
+                let key = keyed.next_if(|(seq, _)| *seq == entry.seq).map(|(_, k)| *k);
                 write_event(out, &entry.to_record(&segment), key)?;
                 written += 1;
             }
