@@ -63,7 +63,9 @@ pub async fn export_store(
             Ok(counts) => tracing::info!(?counts, "export sent on the control socket"),
             Err(e) => {
                 tracing::warn!(error = %e, "export on the control socket stopped");
-                let _ = sink.tx.blocking_send(Err(e));
+                // Best effort: a client that stopped reading gets the cut
+                // body, which it reports as incomplete.
+                let _ = sink.tx.try_send(Err(e));
             }
         }
     });
@@ -87,10 +89,21 @@ impl ChunkSink {
         if self.shutdown.is_cancelled() {
             return Err(io::Error::other("the server is shutting down"));
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
-        self.tx
-            .blocking_send(Ok(Bytes::from(chunk)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+        let chunk = Ok(Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(CHUNK_BYTES),
+        )));
+        let (tx, shutdown) = (&self.tx, &self.shutdown);
+        // A client that stops reading must not hold the export (and its
+        // store handle) past shutdown: the wait for room also watches it.
+        // (This runs on a blocking thread, where `block_on` is allowed.)
+        tokio::runtime::Handle::current().block_on(async {
+            tokio::select! {
+                sent = tx.send(chunk) => sent
+                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")),
+                _ = shutdown.cancelled() => Err(io::Error::other("the server is shutting down")),
+            }
+        })
     }
 }
 
