@@ -302,7 +302,9 @@ impl Policy {
         if caller.roles.contains(Roles::ADMIN) {
             return true;
         }
-        let configured = self.configured();
+        // The read guard itself, not a clone of the Arc: this runs for every
+        // event delivered to a reader of all streams. No await while held.
+        let configured = self.0.configured.read().unwrap_or_else(|e| e.into_inner());
         let rule_roles = self.rule_roles(&configured, stream, action);
         let patterns = match action {
             Action::Subscribe => caller.subscribe.as_deref(),
