@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use common::client::{Api, EVENTS};
-use common::process::{ServerProcess, binary};
+use common::process::ServerProcess;
 use common::{TEST_JWT_SECRET, hs256_token, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -27,20 +26,8 @@ const STOP: Duration = Duration::from_secs(15);
 
 /// Runs `tidings ARGS…` with `stdin` as its standard input.
 fn tidings(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tidings");
-    let mut input = child.stdin.take().expect("stdin");
-    // A command that is refused may exit before reading its input.
-    if let Err(e) = input.write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
-    }
-    drop(input);
-    child.wait_with_output().expect("tidings output")
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    common::process::run(&args, stdin)
 }
 
 fn stderr(out: &Output) -> String {

@@ -4,35 +4,19 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use common::process::{ServerProcess, binary};
+use common::process::ServerProcess;
 use serde_json::{Value, json};
 
 /// Runs `tidings ARGS… --data-dir DIR`, with `stdin` as standard input
 /// (none: not a terminal, empty).
 fn tidings(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tidings");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        // A command that refuses its arguments exits without reading stdin.
-        if let Err(e) = input.write_all(text.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
-        }
-    }
-    drop(input);
-    child.wait_with_output().expect("tidings output")
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.extend([std::ffi::OsStr::new("--data-dir"), dir.as_os_str()]);
+    common::process::run(&all, stdin.unwrap_or("").as_bytes())
 }
 
 fn stdout(out: &Output) -> String {

@@ -24,6 +24,26 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_tidings")
 }
 
+/// Runs `tidings ARGS…` to the end with `stdin` as its standard input
+/// (empty: not a terminal, nothing to read).
+pub fn run(args: &[&std::ffi::OsStr], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tidings");
+    let mut input = child.stdin.take().expect("stdin");
+    // A command that is refused may exit before reading its input.
+    if let Err(e) = input.write_all(stdin) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
+    drop(input);
+    child.wait_with_output().expect("tidings output")
+}
+
 impl ServerProcess {
     /// Spawns `tidings serve --listen 127.0.0.1:0 --data-dir DIR EXTRA…` and
     /// waits for its "listening" log line to learn the port.
