@@ -17,8 +17,8 @@ test: test-deps
 ## the Python clients of tests/interop, schemathesis for tests/schemathesis.rs,
 ## Debian's chromium and chromium-driver for tests/browser.rs, and for
 ## tests/packaging.rs cargo-deb (cargo install) with dpkg-dev, lintian and
-## systemd's systemd-analyze (apt-get; CI runs as root). Later suites add
-## redis-server.
+## systemd's systemd-analyze, and redis-server for tests/federation.rs
+## (apt-get; CI runs as root).
 PY_MODULES = requests sseclient-py websockets schemathesis
 test-deps: cargo-deb
 	@python3 -c "import requests, sseclient, websockets, schemathesis" 2>/dev/null || \
@@ -33,6 +33,7 @@ test-deps: cargo-deb
 	  command -v dpkg-shlibdeps >/dev/null 2>&1 || missing="$$missing dpkg-dev"; \
 	  command -v lintian >/dev/null 2>&1 || missing="$$missing lintian"; \
 	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	  if [ -n "$$missing" ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -qq && \

@@ -58,6 +58,8 @@ pub struct Handles {
     pub started: Instant,
     /// The configuration in force (`GET /api/v1/admin/config`).
     pub effective_config: EffectiveConfig,
+    /// Redis federation, when `federation.redis_url` is set.
+    pub federation: Option<crate::federation::Federation>,
 }
 
 /// The configuration in force as admins see it: TOML with every secret
@@ -329,6 +331,23 @@ pub async fn run_supervised(
             .await
             .context("while creating the demo streams")?;
     }
+    let connections = Connections::new(
+        config.limits.streaming_connections,
+        config.limits.streaming_per_ip,
+    );
+    let (federation, federation_tasks) = match crate::federation::Federation::start(
+        &config.federation,
+        store.clone(),
+        hub.clone(),
+        ingest.clone(),
+        count_connections(connections.clone()),
+        token.clone(),
+    )
+    .context("while starting federation")?
+    {
+        Some((federation, tasks)) => (Some(federation), Some(tasks)),
+        None => (None, None),
+    };
     let state = AppState(Arc::new(Handles {
         auth,
         store: store.clone(),
@@ -338,15 +357,13 @@ pub async fn run_supervised(
         jobs: jobs.clone(),
         limits: Arc::new(config.limits.clone()),
         retention: retention_options(&config),
-        connections: Connections::new(
-            config.limits.streaming_connections,
-            config.limits.streaming_per_ip,
-        ),
+        connections,
         rate_limits: crate::limits::RateLimits::new(&config.limits),
         metrics: metrics.clone(),
         shutdown: token.clone(),
         started: Instant::now(),
         effective_config: EffectiveConfig::new(&config),
+        federation: federation.clone(),
     }));
     let compactor = tokio::spawn(compact_every(
         ingest.clone(),
@@ -363,6 +380,7 @@ pub async fn run_supervised(
         rate_limits: state.rate_limits.clone(),
         auth: state.auth.clone(),
         listeners: Vec::new(),
+        federation,
     };
     let live = supervision.reload.map(|source| {
         let live = crate::reload::Live {
@@ -451,6 +469,10 @@ pub async fn run_supervised(
     for task in [watchdog, reloads].into_iter().flatten() {
         let _ = task.await;
     }
+    // The receiver stops before the writer does (it stores through it).
+    if let Some(tasks) = federation_tasks {
+        tasks.join().await;
+    }
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.context("server task")?.context("server")?,
         Err(_) => tracing::warn!(
@@ -479,6 +501,16 @@ pub async fn run_supervised(
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Counts this node's open connections for its federation heartbeat.
+fn count_connections(connections: Connections) -> crate::federation::CountConnections {
+    Arc::new(move || crate::federation::ConnectionCounts {
+        websocket: connections.get(Transport::WebSocket) as u64,
+        sse: connections.get(Transport::Sse) as u64,
+        long_poll: connections.get(Transport::LongPoll) as u64,
+        grpc_streams: connections.get(Transport::Grpc) as u64,
+    })
 }
 
 /// The `metrics_listen` router: `GET /metrics` without authentication (the

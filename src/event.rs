@@ -165,6 +165,9 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Byte range of the `data` value inside `body`.
     pub data_span: (u32, u32),
+    /// Set on events another node stored first (federation); `None` for
+    /// events produced here.
+    pub origin: Option<Origin>,
 }
 
 /// Wall-clock time of an ingest, passed in so tests and callers agree.
@@ -206,7 +209,38 @@ pub struct EventRules {
 
 impl EventInput {
     /// Validates and normalises; all problems are reported, not just the first.
-    pub fn normalize(mut self, rules: EventRules, now: Now) -> Result<NewEvent, Vec<FieldError>> {
+    pub fn normalize(self, rules: EventRules, now: Now) -> Result<NewEvent, Vec<FieldError>> {
+        let stamp = Stamp {
+            timestamp: now.secs(),
+            time: now.rfc3339(),
+            expires_at: None,
+        };
+        self.build(rules, stamp)
+    }
+
+    /// Validates an event another node stored (federation) exactly as
+    /// [`EventInput::normalize`] validates a producer's, keeping the
+    /// origin's `timestamp`, `time` and expiry, so that every node stores
+    /// the same body bytes.
+    pub fn normalize_peer(
+        self,
+        rules: EventRules,
+        stamp: Stamp,
+        origin: Origin,
+    ) -> Result<NewEvent, Vec<FieldError>> {
+        if !valid_time(&stamp.time) {
+            return Err(vec![FieldError::new(
+                "time",
+                "invalid_field",
+                "`time` must be an RFC 3339 UTC time like 2026-11-23T12:13:20.123Z",
+            )]);
+        }
+        let mut event = self.build(rules, stamp)?;
+        event.origin = Some(origin);
+        Ok(event)
+    }
+
+    fn build(mut self, rules: EventRules, stamp: Stamp) -> Result<NewEvent, Vec<FieldError>> {
         let mut errors = Vec::new();
         self.apply_virtual_stream(&mut errors);
         let stream = match self.stream_id.as_deref() {
@@ -278,8 +312,10 @@ impl EventInput {
             return Err(errors);
         }
         let ttl = self.ttl.unwrap_or(rules.default_ttl_secs);
-        let timestamp = now.secs();
-        let expires_at = (timestamp.max(0) as u64).saturating_add(ttl);
+        let timestamp = stamp.timestamp;
+        let expires_at = stamp
+            .expires_at
+            .unwrap_or_else(|| (timestamp.max(0) as u64).saturating_add(ttl));
         let (body, data_span) = encode_body(&Body {
             stream: &stream,
             event_type: &event_type,
@@ -290,7 +326,7 @@ impl EventInput {
             user_id: self.user_id.as_deref(),
             audience,
             timestamp,
-            time: &now.rfc3339(),
+            time: &stamp.time,
         });
         // `{"id":"` + 20 digits + `"` is the most the store adds.
         if body.len() + 28 > rules.max_event_bytes {
@@ -314,8 +350,37 @@ impl EventInput {
             expires_at,
             body,
             data_span,
+            origin: None,
         })
     }
+}
+
+/// When an event happened and until when it lives: the server's clock for a
+/// producer's event, the origin's for a federated one.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// RFC 3339 with milliseconds (`2026-11-23T12:13:20.123Z`).
+    pub time: String,
+    /// `None`: `timestamp` + the event's `ttl` (or the default).
+    pub expires_at: Option<u64>,
+}
+
+/// An RFC 3339 UTC time as [`Now::rfc3339`] writes it: checked before it is
+/// written into the JSON without escaping.
+fn valid_time(t: &str) -> bool {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::PrimitiveDateTime::parse(t, &fmt).is_ok()
+}
+
+/// Where a federated event was first stored: the node and its id there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub node: Box<str>,
+    pub seq: u64,
 }
 
 fn check_short(field: &str, value: Option<&String>, errors: &mut Vec<FieldError>) {
@@ -415,6 +480,8 @@ pub struct EventRecord {
     pub json: Bytes,
     /// Byte range of the `data` value inside `json`.
     pub data_span: (u32, u32),
+    /// The node that stored it first, for federated events.
+    pub origin: Option<Origin>,
     sse: OnceLock<Bytes>,
     ws: OnceLock<Bytes>,
 }
@@ -431,6 +498,7 @@ impl EventRecord {
         expires_at: u64,
         json: Bytes,
         data_span: (u32, u32),
+        origin: Option<Origin>,
     ) -> Arc<Self> {
         Arc::new(Self {
             seq,
@@ -442,6 +510,7 @@ impl EventRecord {
             expires_at,
             json,
             data_span,
+            origin,
             sse: OnceLock::new(),
             ws: OnceLock::new(),
         })
@@ -604,6 +673,7 @@ mod tests {
             e.expires_at,
             json.into(),
             span,
+            None,
         );
         let ws: Value = serde_json::from_slice(&r.ws_frame()).unwrap();
         assert_eq!(ws["payload"], serde_json::json!([1, 2]));

@@ -16,6 +16,7 @@
 //! - [`api`]: HTTP routes, adapters onto the two paths.
 //! - [`web`]: the admin UI, `web/` embedded in the binary, and the caching rules of embedded files.
 //! - [`grpc`]: gRPC services (tonic), adapters like `api`; health, reflection, `Error` → `Status`.
+//! - [`federation`]: several nodes over Redis: forwarder (a `Subscription`), receiver (through ingest), heartbeats.
 //! - [`net`]: accepting and serving connections (connection limit, header timeout).
 //! - [`app`]: state, listener, shutdown.
 //! - [`systemd`]: sd_notify states (READY, RELOADING, STOPPING) and the watchdog.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod event;
+pub mod federation;
 pub mod generators;
 pub mod grpc;
 pub mod hub;

@@ -4,7 +4,10 @@
 //! bytes, order), stream settings, job, consumer positions, users and API
 //! token; an export of the stopped data dir has the same content; a data dir
 //! that is not empty or has a server on it is refused; a damaged or
-//! truncated file is refused naming its line, leaving nothing behind.
+//! truncated file is refused naming its line, leaving nothing behind; a
+//! federated node's export imports as a new node (events' origins and
+//! positions kept, its own events now its old id's, that id refused at
+//! start), and a file of format version 1 still imports.
 
 mod common;
 
@@ -254,7 +257,7 @@ async fn a_live_export_restores_into_a_fresh_data_dir() {
             &header["format_version"],
             &header["last_seq"]
         ),
-        (&json!("header"), &json!(1), &json!(last_id)),
+        (&json!("header"), &json!(2), &json!(last_id)),
         "{header}"
     );
     let counts = &parse(lines.last().unwrap())["counts"];
@@ -377,7 +380,12 @@ async fn damaged_exports_are_refused_naming_the_line_and_leave_nothing() {
         joined(&ls)
     };
     let bad_event = lines[4].replace("\"id\":\"2\"", "\"id\":\"7\"");
-    let other_version = lines[0].replace("\"format_version\":1", "\"format_version\":2");
+    let other_version = lines[0].replace("\"format_version\":2", "\"format_version\":3");
+    let bad_origin = lines[4].replacen(
+        ",\"event\":",
+        r#","origin":{"node":"no spaces","seq":1},"event":"#,
+        1,
+    );
     let cut = &text[..text.len() - lines[6].len() - 10];
     let last_seq = |seq: &str| {
         let mut header: Value = serde_json::from_str(lines[0]).unwrap();
@@ -442,10 +450,16 @@ async fn damaged_exports_are_refused_naming_the_line_and_leave_nothing() {
             "line 4: the cursor's seq 9223372036854775808 is above",
         ),
         (
+            "an origin that is not a node id",
+            replaced(4, &bad_origin),
+            1,
+            "line 5: the origin node \"no spaces\" is not a node id",
+        ),
+        (
             "another format version",
             replaced(0, &other_version),
             2,
-            "format version 2",
+            "format version 3",
         ),
     ];
     let target = root.path().join("target");
@@ -516,4 +530,149 @@ async fn a_cursor_ahead_of_the_header_does_not_make_new_ids_skipped() {
         .collect();
     assert_eq!(ids, [json!("6")], "{body}");
     server.terminate(STOP);
+}
+
+/// Runs `tidings serve` on `dir` with the test JWT secret and `env`; it must
+/// exit within 20 s. Its output.
+fn serve_exits(dir: &Path, env: &[(&str, &str)]) -> Output {
+    let child = std::process::Command::new(common::process::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", s(dir)])
+        .env("TIDINGS_AUTH__JWT_SECRET", TEST_JWT_SECRET)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tidings");
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(out) => out.expect("tidings output"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+            panic!("tidings serve on {} kept running", dir.display());
+        }
+    }
+}
+
+/// A federated node's export comes back as a new node: events another node
+/// stored first keep their origin, the node's own ones get its id as their
+/// origin, the other positions come back, and the node id does not: the
+/// server refuses to start under the old one and makes a new one without
+/// it. (No Redis here: the file is made from a plain export, and the server
+/// starts against a Redis that is not there.) A file of format version 1
+/// still imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_export_imports_as_a_new_node_and_version_1_files_still_import() {
+    let root = tempfile::tempdir().unwrap();
+    let [a, b, c] = ["a", "b", "c"].map(|n| root.path().join(n));
+    let server = spawn(&a);
+    let api = admin(&server);
+    for n in 0..3 {
+        api.publish(json!({"stream_id": "shared", "type": "t", "key": format!("k{n}")}))
+            .await;
+    }
+    server.terminate(STOP);
+    let (plain, _) = ok(&["export", "--out", "-", "--data-dir", s(&a)], b"");
+    let text = String::from_utf8(plain.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // header, stream, 3 events, trailer
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(
+        !text.contains("federation") && !text.contains("origin"),
+        "{text}"
+    );
+
+    let with_origin = |line: &str, node: &str, seq: u64| {
+        let origin = format!(r#","origin":{{"node":"{node}","seq":{seq}}},"event":"#);
+        line.replacen(r#","event":"#, &origin, 1)
+    };
+    let file = |federation: Value, first: String| -> String {
+        let mut header: Value = serde_json::from_str(lines[0]).unwrap();
+        header["federation"] = federation;
+        [
+            header.to_string(),
+            lines[1].to_owned(),
+            first,
+            with_origin(lines[3], "edge-2", 11),
+            with_origin(lines[4], "edge-3", 4),
+            lines[5].to_owned(),
+        ]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect()
+    };
+    let federated = file(
+        json!({
+            "node_id": "edge-1",
+            "forwarded": 1,
+            "received": "1769860800000-4",
+            "origins": {"edge-2": 12, "edge-3": 4},
+        }),
+        lines[2].to_owned(),
+    );
+    ok(&["import", "-", "--data-dir", s(&b)], federated.as_bytes());
+    // No node id; edge-1's event is edge-1's, whose mark is the last seq;
+    // nothing is left to forward.
+    let restored = file(
+        json!({
+            "forwarded": 3,
+            "received": "1769860800000-4",
+            "origins": {"edge-1": 3, "edge-2": 12, "edge-3": 4},
+        }),
+        with_origin(lines[2], "edge-1", 1),
+    );
+    let (again, _) = ok(&["export", "--out", "-", "--data-dir", s(&b)], b"");
+    assert_eq!(
+        without_created(&again),
+        without_created(restored.as_bytes())
+    );
+
+    // The old node id is refused, saying what to do.
+    let redis = ("TIDINGS_FEDERATION__REDIS_URL", "redis://127.0.0.1:1");
+    let out = serve_exits(&b, &[redis, ("TIDINGS_FEDERATION__NODE_ID", "edge-1")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            r#"while starting federation: this data dir holds events of node "edge-1" restored from a backup"#
+        ) && err.contains("give this node a new federation.node_id (or leave it unset"),
+        "{err}"
+    );
+    // Without one it starts (Redis is not there: it catches up later) as a
+    // new node and serves its events as before.
+    let server = ServerProcess::spawn(
+        &b,
+        &[],
+        &[
+            ("TIDINGS_AUTH__JWT_SECRET", TEST_JWT_SECRET),
+            ("TIDINGS_AUTH__ALLOW_ANONYMOUS", "false"),
+            redis,
+        ],
+    );
+    let api = admin(&server);
+    let (status, body) = api.get_json(&format!("{EVENTS}?limit=10")).await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<_> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("1"), json!("2"), json!("3")], "{body}");
+    server.terminate(STOP);
+    let (after, _) = ok(&["export", "--out", "-", "--data-dir", s(&b)], b"");
+    let after = String::from_utf8(after).unwrap();
+    let header: Value = serde_json::from_str(after.lines().next().unwrap()).unwrap();
+    let node_id = header["federation"]["node_id"].as_str().unwrap_or("");
+    assert!(!node_id.is_empty() && node_id != "edge-1", "{header}");
+
+    let version_1 = text.replacen(r#""format_version":2"#, r#""format_version":1"#, 1);
+    assert_ne!(version_1, text);
+    ok(&["import", "-", "--data-dir", s(&c)], version_1.as_bytes());
+    let (again, _) = ok(&["export", "--out", "-", "--data-dir", s(&c)], b"");
+    assert_eq!(without_created(&again), without_created(&plain));
 }

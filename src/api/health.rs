@@ -1,6 +1,7 @@
-//! Health probes: liveness, readiness (503 while draining or when the store
-//! does not answer) and a detailed report: each component (store, hub,
-//! jobs, retention) with its status and figures, open connections, limits.
+//! Health probes: liveness, readiness (503 while draining, when the store
+//! does not answer, or when Redis is unreachable and `federation.required`)
+//! and a detailed report: each component (store, hub, jobs, retention,
+//! federation) with its status and figures, open connections, limits.
 
 use axum::Json;
 use axum::extract::State;
@@ -43,7 +44,7 @@ pub async fn live() -> Json<Value> {
     security(()),
     responses(
         (status = 200, description = "Ready", body = super::docs::schemas::Readiness),
-        (status = 503, description = "Draining, or the store does not answer", body = super::docs::schemas::Readiness),
+        (status = 503, description = "Draining, the store does not answer, or Redis is unreachable with `federation.required`", body = super::docs::schemas::Readiness),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
@@ -64,6 +65,15 @@ fn readiness(state: &AppState) -> (&'static str, Option<&'static str>) {
         ("not_ready", Some("the server is shutting down"))
     } else if !state.store.healthy() {
         ("not_ready", Some("the store does not answer"))
+    } else if state
+        .federation
+        .as_ref()
+        .is_some_and(|f| f.required() && !f.redis_up())
+    {
+        (
+            "not_ready",
+            Some("Redis is unreachable and federation.required is set"),
+        )
     } else {
         ("ready", None)
     }
@@ -77,7 +87,7 @@ fn readiness(state: &AppState) -> (&'static str, Option<&'static str>) {
     security(()),
     responses(
         (status = 200, description = "Every component is fine", body = super::docs::schemas::DetailedHealth),
-        (status = 503, description = "Degraded: draining, or the store does not answer", body = super::docs::schemas::DetailedHealth),
+        (status = 503, description = "Degraded: draining, the store does not answer, or Redis is unreachable with `federation.required`", body = super::docs::schemas::DetailedHealth),
     )
 )]
 pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
@@ -103,6 +113,7 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>
             "hub": hub(&state),
             "jobs": jobs(&state),
             "retention": retention(&state),
+            "federation": federation(&state),
         },
         "connections": {
             "sse": c.get(Transport::Sse),
@@ -156,6 +167,15 @@ fn jobs(state: &AppState) -> Value {
         "done": j.done,
         "failed": j.failed,
     })
+}
+
+/// The `federation` component: `{"status":"off"}` when not configured,
+/// else Redis state, figures and the alive nodes.
+pub(super) fn federation(state: &AppState) -> Value {
+    match &state.federation {
+        None => json!({ "status": "off" }),
+        Some(f) => serde_json::to_value(f.snapshot()).unwrap_or(Value::Null),
+    }
 }
 
 /// The `retention` component: the last pass and totals since start.

@@ -179,7 +179,7 @@ async fn snapshot(state: AppState) -> Result<Value> {
             "oldest_event": oldest,
             "last_compaction": (retention.last_run > 0).then_some(retention.last_run),
         },
-        // No federation yet: `null` means "not configured".
-        "federation": null,
+        // `null`: federation is not configured.
+        "federation": state.federation.as_ref().map(|f| f.snapshot()),
     }))
 }

@@ -51,8 +51,9 @@ pub fn routes() -> Router<AppState> {
 
 /// # `GET /api/v1/events/streams`
 ///
-/// `{"success":true,"data":{"<stream>":{"clients","active","stored","created","published","max_age_secs","max_events","generator":{"running","paused"}}},"timestamp"}`.
-/// Lists every stored stream and every stream someone is subscribed to.
+/// `{"success":true,"data":{"<stream>":{"clients","active","stored","created","published","max_age_secs","max_events","generator":{"running","paused"}}},"cluster","timestamp"}`.
+/// Lists every stored stream and every stream someone is subscribed to;
+/// `cluster` (null without federation): alive nodes and their connections.
 /// Callers see only the streams they may subscribe to.
 #[utoipa::path(
     get,
@@ -87,8 +88,16 @@ pub async fn list_streams(State(state): State<AppState>, caller: Caller) -> Resu
             slot.insert(info);
         }
     }
+    let cluster = state.federation.as_ref().map(|f| {
+        let nodes = f.nodes();
+        json!({
+            "nodes_alive": nodes.len(),
+            "connections": f.cluster_connections(),
+            "nodes": nodes,
+        })
+    });
     Ok(Json(
-        json!({ "success": true, "data": data, "timestamp": unix_now() }),
+        json!({ "success": true, "data": data, "cluster": cluster, "timestamp": unix_now() }),
     ))
 }
 

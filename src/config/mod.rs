@@ -44,6 +44,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub jobs: JobsConfig,
     pub log: LogConfig,
+    pub federation: FederationConfig,
     /// Seconds a graceful shutdown may take before connections are dropped.
     pub shutdown_grace_secs: u64,
 }
@@ -63,6 +64,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             jobs: JobsConfig::default(),
             log: LogConfig::default(),
+            federation: FederationConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -412,6 +414,54 @@ impl Default for LogConfig {
             level: "info".into(),
             format: LogFormat::Pretty,
             access: true,
+        }
+    }
+}
+
+/// Several nodes sharing their events through a Redis Stream (`federation/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FederationConfig {
+    /// `redis://[:password@]host[:port][/db]`, or `rediss://` for TLS
+    /// (checked against the system's trust store); unset: this node runs
+    /// alone. Redacted when shown: it may hold a password.
+    pub redis_url: Option<String>,
+    /// This node's name in the cluster (1-64 of `A-Z a-z 0-9 . _ -`);
+    /// unset: one generated at first start and kept in the data dir.
+    pub node_id: Option<String>,
+    /// Streams whose events are shared, as patterns (`*` matches any run of
+    /// characters); both directions. Default: every stream (but the
+    /// server's own `_…` streams, which never travel).
+    pub streams: Vec<String>,
+    /// Readiness (`/health/ready`, `/ready`) fails while Redis is
+    /// unreachable. `false`: the node stays ready and keeps serving its own
+    /// clients; it catches up when Redis returns.
+    pub required: bool,
+    /// Prefix of every Redis key the cluster uses (`<prefix>:events`,
+    /// `<prefix>:node:<id>`); nodes with the same prefix form one cluster.
+    pub key_prefix: String,
+    /// Approximate length at which the shared Redis Stream is trimmed
+    /// (`XADD … MAXLEN ~`): a node away for longer than this many events
+    /// misses the oldest of them.
+    pub max_len: u64,
+    /// Seconds between heartbeats; a node is alive while its last heartbeat
+    /// is younger than three of them.
+    pub heartbeat_secs: u64,
+    /// Most events one Redis round trip carries, in each direction.
+    pub batch_events: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            node_id: None,
+            streams: vec!["*".into()],
+            required: false,
+            key_prefix: "tidings".into(),
+            max_len: 100_000,
+            heartbeat_secs: 5,
+            batch_events: 500,
         }
     }
 }

@@ -62,6 +62,8 @@ pub fn is_secret(key: &str) -> bool {
     .any(|word| name.contains(word))
         || name == "token"
         || name.ends_with("_token")
+        // May hold a password (`redis://:password@host`).
+        || name == "redis_url"
 }
 
 /// `config` as a TOML document with every secret's value replaced by

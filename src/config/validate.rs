@@ -84,6 +84,7 @@ impl Config {
             }
         }
         self.validate_auth()?;
+        self.validate_federation()?;
         let r = &self.retention;
         if r.interval_secs == 0
             || !(r.rewrite_dead_fraction > 0.0 && r.rewrite_dead_fraction <= 1.0)
@@ -126,6 +127,54 @@ impl Config {
                 "log.level {:?} is not a valid filter; use e.g. \"info\" or \"tidings=debug\"",
                 self.log.level
             )));
+        }
+        Ok(())
+    }
+
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let f = &self.federation;
+        if let Some(url) = &f.redis_url {
+            // Never echo the URL: it may carry a password.
+            let scheme = url.split("://").next().unwrap_or("");
+            if !matches!(scheme, "redis" | "rediss") || redis::parse_redis_url(url).is_none() {
+                return Err(ConfigError(
+                    "federation.redis_url must be a redis://[:password@]host[:port][/db] or rediss://… URL".into(),
+                ));
+            }
+        }
+        if let Some(id) = &f.node_id
+            && !crate::federation::valid_node_id(id)
+        {
+            return Err(ConfigError(format!(
+                "federation.node_id {id:?} must be 1-64 characters of A-Z a-z 0-9 . _ -"
+            )));
+        }
+        if f.streams.is_empty() || f.streams.iter().any(|p| p.is_empty() || p.len() > 128) {
+            return Err(ConfigError(
+                "federation.streams must list at least one pattern of 1-128 characters (\"*\": every stream)".into(),
+            ));
+        }
+        if f.key_prefix.is_empty()
+            || f.key_prefix.len() > 64
+            || !f
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"*?[]\\".contains(&b))
+        {
+            return Err(ConfigError(
+                "federation.key_prefix must be 1-64 printable characters without spaces or * ? [ ] \\"
+                    .into(),
+            ));
+        }
+        if f.max_len < 1000 || f.heartbeat_secs == 0 || f.heartbeat_secs > 3600 {
+            return Err(ConfigError(
+                "federation.max_len must be at least 1000 and federation.heartbeat_secs from 1 to 3600".into(),
+            ));
+        }
+        if f.batch_events == 0 || f.batch_events > 10_000 {
+            return Err(ConfigError(
+                "federation.batch_events must be from 1 to 10000".into(),
+            ));
         }
         Ok(())
     }
@@ -430,12 +479,30 @@ mod tests {
                 "[limits]\nlong_poll_timeout_ms = 30000",
                 "limits.long_poll_timeout_ms",
             ),
+            (
+                "[federation]\nredis_url = \"http://u:hunter2@x\"",
+                "federation.redis_url must be",
+            ),
+            (
+                "[federation]\nredis_url = \"redis://h:port\"",
+                "federation.redis_url",
+            ),
+            ("[federation]\nnode_id = \"bad id!\"", "federation.node_id"),
+            ("[federation]\nstreams = []", "federation.streams"),
+            ("[federation]\nkey_prefix = \"a*\"", "federation.key_prefix"),
+            ("[federation]\nmax_len = 10", "federation.max_len"),
+            (
+                "[federation]\nheartbeat_secs = 0",
+                "federation.heartbeat_secs",
+            ),
+            ("[federation]\nbatch_events = 0", "federation.batch_events"),
         ] {
             std::fs::write(&file, text).unwrap();
             let err = load(Some(&file), &Overrides::default())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");
+            assert!(!err.contains("hunter2"), "{text:?} gave {err}");
         }
     }
 }

@@ -13,7 +13,8 @@
 //! | `SendToUser` | `user:<user_id>` | `<event_type>` | `payload` |
 //!
 //! `GetConnectionStats` reads the live counters: WebSocket connections
-//! (`Connections`) and readers per stream (`Hub::clients`).
+//! (`Connections`) and readers per stream (`Hub::clients`); with federation,
+//! `cluster` adds up the alive nodes' heartbeats.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -21,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use super::pb::realtime::realtime_service_server::{RealtimeService, RealtimeServiceServer};
 use super::pb::realtime::{
-    BroadcastEventRequest, GetConnectionStatsRequest, GetConnectionStatsResponse,
+    BroadcastEventRequest, ClusterStats, GetConnectionStatsRequest, GetConnectionStatsResponse,
     NotifyBookingResultRequest, NotifyPaymentStatusRequest, NotifyQueuePositionRequest,
     NotifyResponse, SendToUserRequest,
 };
@@ -233,6 +234,17 @@ impl Realtime {
             sse_connections: clamp(self.state.connections.get(Transport::Sse)),
             long_poll_connections: clamp(self.state.connections.get(Transport::LongPoll)),
             timestamp: crate::event::Now::system().secs(),
+            cluster: self.state.federation.as_ref().map(|f| {
+                let nodes = f.nodes();
+                let sum = f.cluster_connections();
+                ClusterStats {
+                    nodes_alive: clamp(nodes.len()),
+                    total_connections: clamp(sum.websocket as usize),
+                    sse_connections: clamp(sum.sse as usize),
+                    long_poll_connections: clamp(sum.long_poll as usize),
+                    nodes: nodes.into_iter().map(|n| n.node_id).collect(),
+                }
+            }),
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct Sources {
     pub auth: Auth,
     /// Every listener's open TCP connections (`http_active_connections`).
     pub listeners: Vec<OpenConnections>,
+    /// Redis federation, when configured (`federation_*`).
+    pub federation: Option<crate::federation::Federation>,
 }
 
 /// What the collector reads; registered once in the registry.
@@ -208,7 +210,8 @@ impl Collector for Live {
         store(&mut e, s)?;
         hub(&mut e, s)?;
         jobs(&mut e, s)?;
-        abuse(&mut e, s)
+        abuse(&mut e, s)?;
+        federation(&mut e, s)
     }
 }
 
@@ -444,6 +447,75 @@ fn abuse(e: &mut DescriptorEncoder, s: &Sources) -> Result<(), std::fmt::Error> 
         "tidings_login_rejected",
         "Login attempts refused by the login rate limit",
         ConstCounter::new(s.auth.login_rejected()),
+    )
+}
+
+/// Redis federation, when configured: events forwarded, received and
+/// skipped, the forwarder's lag, Redis state, alive nodes.
+fn federation(e: &mut DescriptorEncoder, s: &Sources) -> Result<(), std::fmt::Error> {
+    let Some(f) = &s.federation else {
+        return Ok(());
+    };
+    let c = f.counters();
+    single(
+        e,
+        "tidings_federation_forwarded",
+        "Events produced here and appended to the shared Redis Stream",
+        ConstCounter::new(c.forwarded),
+    )?;
+    single(
+        e,
+        "tidings_federation_received",
+        "Events of other nodes read from Redis and stored here",
+        ConstCounter::new(c.received),
+    )?;
+    let skipped: Vec<(&str, u64)> = c.skipped.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    labelled(
+        e,
+        "tidings_federation_skipped",
+        "Shared-stream entries not stored, by reason: own (this node's), repeat (already \
+         stored), stream (not shared here), expired, invalid",
+        MetricType::Counter,
+        "reason",
+        &skipped,
+    )?;
+    single(
+        e,
+        "tidings_federation_forward_lag_events",
+        "Events of the local log the forwarder has not reached yet",
+        ConstGauge::new(c.forward_lag_events),
+    )?;
+    single(
+        e,
+        "tidings_federation_receive_lag_ms",
+        "Age (by Redis's clock) of the last shared-stream entry when it was read; 0 once \
+         the receiver finds nothing new",
+        ConstGauge::new(c.receive_lag_ms),
+    )?;
+    single(
+        e,
+        "tidings_federation_redis_up",
+        "1 while the last Redis command succeeded, else 0",
+        ConstGauge::new(u64::from(f.redis_up())),
+    )?;
+    single(
+        e,
+        "tidings_federation_nodes_alive",
+        "Nodes with a live heartbeat, this one included",
+        gauge(c.nodes_alive),
+    )?;
+    single(
+        e,
+        "tidings_federation_gaps",
+        "Reconnects that found Redis had trimmed the shared stream (federation.max_len) past \
+         what this node had read: other nodes' events are probably missing here",
+        ConstCounter::new(c.gaps),
+    )?;
+    single(
+        e,
+        "tidings_federation_reconnects",
+        "Failed Redis connection attempts that were retried",
+        ConstCounter::new(c.reconnects),
     )
 }
 

@@ -40,6 +40,17 @@ pub const META_FIRST_SEQ: &[u8] = b"first_seq";
 /// or with the stream.
 pub const META_FLOOR_PREFIX: &[u8] = b"floor\0";
 
+/// UTF-8: this node's federation id, generated once (`store/federation.rs`).
+pub const META_NODE_ID: &[u8] = b"node_id";
+/// u64 BE: every local seq up to this one has been forwarded to Redis.
+pub const META_FORWARDED: &[u8] = b"federation_forwarded";
+/// ASCII: the id of the last shared Redis Stream entry this node has read.
+pub const META_RECEIVED: &[u8] = b"federation_received";
+/// Prefix of the `meta` entries `origin\0<node>` → u64 BE: the highest seq
+/// of that node stored here (federated events at or below it are repeats).
+/// Written in the group commit that stores the events.
+pub const META_ORIGIN_PREFIX: &[u8] = b"origin\0";
+
 pub fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }

@@ -12,6 +12,8 @@ mod m0002;
 mod m0003;
 #[path = "../../migrations/0004_segment_keys.rs"]
 mod m0004;
+#[path = "../../migrations/0005_event_origin.rs"]
+mod m0005;
 
 type Apply = fn(&sled::Db, &mut sled::Batch) -> sled::Result<()>;
 
@@ -21,10 +23,11 @@ const MIGRATIONS: &[(&str, Apply)] = &[
     ("accounts", m0002::apply),
     ("jobs and cursors", m0003::apply),
     ("segment keys", m0004::apply),
+    ("event origin", m0005::apply),
 ];
 
 /// The schema version this binary writes.
-pub const CURRENT_VERSION: u32 = 4;
+pub const CURRENT_VERSION: u32 = 5;
 
 /// Where a database stands against the migrations this binary knows.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@
 mod accounts;
 pub mod backup;
 pub mod cursors;
+mod federation;
 mod jobs;
 pub mod keys;
 pub mod migrate;
@@ -72,6 +73,9 @@ struct Inner {
     /// Known streams and their settings (mirror of `streams_tree`).
     streams: RwLock<BTreeMap<String, StreamSettings>>,
     writer_taken: AtomicBool,
+    /// The highest seq stored from each other node, read at open and handed
+    /// to the writer (which keeps it from then on).
+    origins_at_open: std::sync::Mutex<std::collections::HashMap<Box<str>, u64>>,
     /// Per-stream seqs at and below which events are dead by cap or deletion.
     floors: retention::Floors,
     /// The compactor's pass lock and figures.
@@ -131,6 +135,7 @@ impl Store {
             event_count: AtomicU64::new(read_u64(keys::META_EVENT_COUNT)?),
             streams: RwLock::new(BTreeMap::new()),
             writer_taken: AtomicBool::new(false),
+            origins_at_open: Default::default(),
             floors: retention::Floors::default(),
             retention: retention::Counters::default(),
             durability: cfg.durability,
@@ -149,6 +154,7 @@ impl Store {
             }
         }
         store.load_floors()?;
+        *store.0.origins_at_open.lock().expect("origins lock") = store.origins()?;
         tracing::info!(dir = %dir.display(), last_seq, schema, "store opened");
         Ok(store)
     }
@@ -180,7 +186,8 @@ impl Store {
             !self.0.writer_taken.swap(true, Ordering::SeqCst),
             "the store has exactly one writer"
         );
-        Writer::new(self.clone(), self.0.visible.load(Ordering::SeqCst))
+        let origins = std::mem::take(&mut *self.0.origins_at_open.lock().expect("origins lock"));
+        Writer::new(self.clone(), self.0.visible.load(Ordering::SeqCst), origins)
     }
 
     pub fn durability(&self) -> Durability {

@@ -1,24 +1,30 @@
 //! The segment codec: one group commit's events as one sled value.
 //!
 //! ```text
-//! segment := version:u8 (=1) count:u32 entry*
+//! segment := version:u8 (1 or 2) count:u32 entry*
 //! entry   := len:u32 crc32(body):u32 body
 //! body    := seq:u64 expires_at:u64 timestamp:i64 audience:u8
 //!            stream_len:u8 type_len:u16 user_len:u16 data_start:u32 data_len:u32
-//!            stream type user json
+//!            [origin_len:u8 origin_seq:u64]   (version 2)
+//!            stream type user [origin]        (version 2)
+//!            json
 //! ```
 //! All integers are big-endian. `json` is the complete event JSON; readers
-//! slice it out of the segment without copying.
+//! slice it out of the segment without copying. Version 2 (schema 5) adds
+//! the origin of federated events (node id, its seq there; `origin_len` 0
+//! for an event produced here); version 1 segments are read as they are.
+//! The builder always writes version 2.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::event::{Audience, EventRecord};
+use crate::event::{Audience, EventRecord, Origin};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEADER: usize = 5;
-const ENTRY_FIXED: usize = 8 + 8 + 8 + 1 + 1 + 2 + 2 + 4 + 4;
+const ENTRY_FIXED_V1: usize = 8 + 8 + 8 + 1 + 1 + 2 + 2 + 4 + 4;
+const ENTRY_FIXED: usize = ENTRY_FIXED_V1 + 1 + 8;
 
 /// Builds a segment one event at a time.
 pub struct SegmentBuilder {
@@ -38,6 +44,8 @@ pub struct EntryFields<'a> {
     pub event_type: &'a str,
     pub user_id: Option<&'a str>,
     pub data_span: (u32, u32),
+    /// Node id (at most 255 bytes) and seq there, for federated events.
+    pub origin: Option<(&'a str, u64)>,
     pub json: &'a [&'a [u8]],
 }
 
@@ -61,8 +69,14 @@ impl SegmentBuilder {
     /// ingest-encoded body need not be joined first.
     pub fn push(&mut self, e: &EntryFields) {
         let user = e.user_id.unwrap_or("");
+        let (origin, origin_seq) = e.origin.unwrap_or(("", 0));
         let json_len: usize = e.json.iter().map(|p| p.len()).sum();
-        let body_len = ENTRY_FIXED + e.stream.len() + e.event_type.len() + user.len() + json_len;
+        let body_len = ENTRY_FIXED
+            + e.stream.len()
+            + e.event_type.len()
+            + user.len()
+            + origin.len()
+            + json_len;
         let start = self.buf.len();
         self.buf.extend_from_slice(&(body_len as u32).to_be_bytes());
         self.buf.extend_from_slice(&[0; 4]);
@@ -78,9 +92,12 @@ impl SegmentBuilder {
             .extend_from_slice(&(user.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(&e.data_span.0.to_be_bytes());
         self.buf.extend_from_slice(&e.data_span.1.to_be_bytes());
+        self.buf.push(origin.len() as u8);
+        self.buf.extend_from_slice(&origin_seq.to_be_bytes());
         self.buf.extend_from_slice(e.stream.as_bytes());
         self.buf.extend_from_slice(e.event_type.as_bytes());
         self.buf.extend_from_slice(user.as_bytes());
+        self.buf.extend_from_slice(origin.as_bytes());
         let json_start = self.buf.len();
         for part in e.json {
             self.buf.extend_from_slice(part);
@@ -107,6 +124,8 @@ pub struct Entry<'a> {
     pub stream: &'a str,
     pub event_type: &'a str,
     pub user_id: Option<&'a str>,
+    /// Node id and seq there, for federated events.
+    pub origin: Option<(&'a str, u64)>,
     data_span: (u32, u32),
     json_range: (usize, usize),
 }
@@ -124,6 +143,10 @@ impl Entry<'_> {
             self.expires_at,
             segment.slice(self.json_range.0..self.json_range.1),
             self.data_span,
+            self.origin.map(|(node, seq)| Origin {
+                node: node.into(),
+                seq,
+            }),
         )
     }
 }
@@ -136,7 +159,8 @@ pub struct Corrupt(pub &'static str);
 /// Walks a segment's entries in seq order.
 pub fn entries(segment: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Corrupt>> {
     let mut pos = HEADER;
-    let mut failed = segment.first() != Some(&VERSION) || segment.len() < HEADER;
+    let version = segment.first().copied().unwrap_or(0);
+    let mut failed = !known(version) || segment.len() < HEADER;
     let mut first = failed;
     std::iter::from_fn(move || {
         if first {
@@ -146,7 +170,7 @@ pub fn entries(segment: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Corrupt
         if failed || pos >= segment.len() {
             return None;
         }
-        let r = decode_entry(segment, pos);
+        let r = decode_entry(segment, version, pos);
         match &r {
             Ok((_, next)) => pos = *next,
             Err(_) => failed = true,
@@ -159,7 +183,8 @@ pub fn entries(segment: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Corrupt
 /// framing and checksums copied as they are (the codec is unchanged), and how
 /// many entries it holds. Used by retention to rewrite a mostly dead segment.
 pub fn retain(segment: &[u8], keep: impl Fn(&Entry) -> bool) -> Result<(Bytes, u32), Corrupt> {
-    if segment.first() != Some(&VERSION) || segment.len() < HEADER {
+    let version = segment.first().copied().unwrap_or(0);
+    if !known(version) || segment.len() < HEADER {
         return Err(Corrupt("unknown segment version"));
     }
     let mut out = Vec::with_capacity(segment.len());
@@ -167,7 +192,7 @@ pub fn retain(segment: &[u8], keep: impl Fn(&Entry) -> bool) -> Result<(Bytes, u
     let mut count = 0u32;
     let mut pos = HEADER;
     while pos < segment.len() {
-        let (entry, next) = decode_entry(segment, pos)?;
+        let (entry, next) = decode_entry(segment, version, pos)?;
         if keep(&entry) {
             out.extend_from_slice(&segment[pos..next]);
             count += 1;
@@ -178,7 +203,12 @@ pub fn retain(segment: &[u8], keep: impl Fn(&Entry) -> bool) -> Result<(Bytes, u
     Ok((Bytes::from(out), count))
 }
 
-fn decode_entry(seg: &[u8], pos: usize) -> Result<(Entry<'_>, usize), Corrupt> {
+/// Versions this build reads.
+fn known(version: u8) -> bool {
+    version == 1 || version == VERSION
+}
+
+fn decode_entry(seg: &[u8], version: u8, pos: usize) -> Result<(Entry<'_>, usize), Corrupt> {
     let u32_at = |p: usize| -> Result<u32, Corrupt> {
         seg.get(p..p + 4)
             .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
@@ -193,7 +223,12 @@ fn decode_entry(seg: &[u8], pos: usize) -> Result<(Entry<'_>, usize), Corrupt> {
     if crc32fast::hash(body) != crc {
         return Err(Corrupt("checksum mismatch"));
     }
-    if body.len() < ENTRY_FIXED {
+    let fixed = if version == 1 {
+        ENTRY_FIXED_V1
+    } else {
+        ENTRY_FIXED
+    };
+    if body.len() < fixed {
         return Err(Corrupt("short entry"));
     }
     let u64_of = |r: std::ops::Range<usize>| u64::from_be_bytes(body[r].try_into().unwrap());
@@ -208,7 +243,12 @@ fn decode_entry(seg: &[u8], pos: usize) -> Result<(Entry<'_>, usize), Corrupt> {
     let type_len = u16_of(26..28);
     let user_len = u16_of(28..30);
     let data_span = (u32_of(30..34), u32_of(34..38));
-    let mut p = ENTRY_FIXED;
+    let (origin_len, origin_seq) = if version == 1 {
+        (0, 0)
+    } else {
+        (body[38] as usize, u64_of(39..47))
+    };
+    let mut p = fixed;
     let mut text = |n: usize| -> Result<&str, Corrupt> {
         let s = body.get(p..p + n).ok_or(Corrupt("truncated field"))?;
         p += n;
@@ -217,6 +257,7 @@ fn decode_entry(seg: &[u8], pos: usize) -> Result<(Entry<'_>, usize), Corrupt> {
     let stream = text(stream_len)?;
     let event_type = text(type_len)?;
     let user = text(user_len)?;
+    let origin = text(origin_len)?;
     let json_range = (start + p, start + len);
     let entry = Entry {
         seq,
@@ -226,6 +267,7 @@ fn decode_entry(seg: &[u8], pos: usize) -> Result<(Entry<'_>, usize), Corrupt> {
         stream,
         event_type,
         user_id: (!user.is_empty()).then_some(user),
+        origin: (!origin.is_empty()).then_some((origin, origin_seq)),
         data_span,
         json_range,
     };
@@ -249,6 +291,7 @@ mod tests {
                 event_type: "t",
                 user_id: Some("u"),
                 data_span: (1, 2),
+                origin: (seq == 11).then_some(("node-b", 7)),
                 json: &[b"{\"a\"", b":1}"],
             });
         }
@@ -261,6 +304,14 @@ mod tests {
             (11, "s", Some("u"))
         );
         assert_eq!(&r.json[..], b"{\"a\":1}");
+        assert_eq!(
+            r.origin,
+            Some(Origin {
+                node: "node-b".into(),
+                seq: 7
+            })
+        );
+        assert!(got[0].origin.is_none());
         let mut bad = seg.to_vec();
         let last = bad.len() - 2;
         bad[last] ^= 0xff;
@@ -279,5 +330,35 @@ mod tests {
                 .json[..],
             b"{\"a\":1}"
         );
+    }
+
+    /// Segments written before schema 5 (version 1, no origin) still read.
+    #[test]
+    fn version_1_segments_read() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&9u64.to_be_bytes());
+        body.extend_from_slice(&99u64.to_be_bytes());
+        body.extend_from_slice(&5i64.to_be_bytes());
+        body.push(Audience::Public.to_byte());
+        body.push(1);
+        body.extend_from_slice(&1u16.to_be_bytes());
+        body.extend_from_slice(&0u16.to_be_bytes());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(b"st{1}");
+        let mut seg = vec![1u8];
+        seg.extend_from_slice(&1u32.to_be_bytes());
+        seg.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        seg.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        seg.extend_from_slice(&body);
+        let seg = Bytes::from(seg);
+        let e = entries(&seg).next().unwrap().unwrap();
+        assert_eq!(
+            (e.seq, e.stream, e.event_type, e.origin),
+            (9, "s", "t", None)
+        );
+        assert_eq!(&e.to_record(&seg).json[..], b"{1}");
+        let (kept, n) = retain(&seg, |_| true).unwrap();
+        assert_eq!((kept[0], n), (1, 1));
     }
 }

@@ -1,5 +1,11 @@
-//! The single writer: idempotency check, seq assignment and one atomic sled
-//! transaction per group commit.
+//! The single writer: idempotency and repeat checks, seq assignment and one
+//! atomic sled transaction per group commit.
+//!
+//! A federated event (one with an `origin`) is a repeat when its seq at the
+//! origin is at or below the highest one already stored from that node:
+//! each node forwards its events in seq order, so this one number per node
+//! recognises everything seen before, across restarts (it is written in the
+//! same transaction as the events).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -29,6 +35,8 @@ pub struct Writer {
     store: Store,
     /// The highest seq assigned (retention reads it: `retention::apply`).
     pub(super) last_seq: u64,
+    /// The highest seq stored from each other node (`meta` `origin\0<node>`).
+    origins: HashMap<Box<str>, u64>,
 }
 
 /// A group commit's result: outcomes per request, and the new records in seq order.
@@ -38,22 +46,47 @@ pub struct Committed {
 }
 
 impl Writer {
-    pub(super) fn new(store: Store, last_seq: u64) -> Self {
-        Self { store, last_seq }
+    pub(super) fn new(store: Store, last_seq: u64, origins: HashMap<Box<str>, u64>) -> Self {
+        Self {
+            store,
+            last_seq,
+            origins,
+        }
     }
 
     /// Writes every request of a group as one segment, atomically. A request's
     /// events are all stored or none are; a repeated key stores nothing and
-    /// reports the original. Does not flush and does not make events visible.
+    /// reports the original; a federated repeat stores nothing and reports
+    /// seq 0. Does not flush and does not make events visible.
     pub fn write_group(&mut self, requests: &[Vec<NewEvent>]) -> Result<Committed> {
         let inner = &self.store.0;
         let mut seen: HashMap<&str, Outcome> = HashMap::new();
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut fresh: Vec<(&NewEvent, u64)> = Vec::new();
+        // Highest origin seq per node this group takes (repeats included).
+        let mut origins: HashMap<&str, u64> = HashMap::new();
         let mut next = self.last_seq;
         for request in requests {
             let mut out = Vec::with_capacity(request.len());
             for ev in request {
+                if let Some(origin) = &ev.origin {
+                    let node = &*origin.node;
+                    let stored = origins
+                        .get(node)
+                        .or_else(|| self.origins.get(node))
+                        .copied()
+                        .unwrap_or(0);
+                    if origin.seq <= stored {
+                        out.push(Outcome {
+                            seq: 0,
+                            stream: ev.stream.clone(),
+                            timestamp: ev.timestamp,
+                            duplicate: true,
+                        });
+                        continue;
+                    }
+                    origins.insert(node, origin.seq);
+                }
                 if let Some(key) = ev.key.as_deref() {
                     if let Some(prev) = seen.get(key) {
                         out.push(Outcome {
@@ -102,6 +135,13 @@ impl Writer {
             outcomes.push(out);
         }
         if fresh.is_empty() {
+            // Only repeats by key: their origins are still seen.
+            for (node, seq) in &origins {
+                inner
+                    .meta
+                    .insert(super::federation::origin_key(node), &seq.to_be_bytes())?;
+            }
+            note_origins(&mut self.origins, origins);
             return Ok(Committed {
                 outcomes,
                 records: Vec::new(),
@@ -121,6 +161,7 @@ impl Writer {
                 event_type: &ev.event_type,
                 user_id: ev.user_id.as_deref(),
                 data_span: (ev.data_span.0 + prefix.len() as u32, ev.data_span.1),
+                origin: ev.origin.as_ref().map(|o| (&*o.node, o.seq)),
                 json: &[prefix.as_bytes(), &ev.body],
             });
             streams.insert(ev.stream.as_str());
@@ -172,10 +213,14 @@ impl Writer {
                 }
                 meta.insert(keys::META_LAST_SEQ, &next.to_be_bytes())?;
                 meta.insert(keys::META_EVENT_COUNT, &count.to_be_bytes())?;
+                for (node, seq) in &origins {
+                    meta.insert(super::federation::origin_key(node), &seq.to_be_bytes())?;
+                }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(|e| Error::Store(format!("group commit failed: {e:?}")))?;
         self.last_seq = next;
+        note_origins(&mut self.origins, origins);
         inner.event_count.store(count, Ordering::Relaxed);
         if !new_streams.is_empty() {
             let mut known = inner.streams.write().expect("streams lock");
@@ -198,5 +243,11 @@ impl Writer {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+}
+
+fn note_origins(known: &mut HashMap<Box<str>, u64>, taken: HashMap<&str, u64>) {
+    for (node, seq) in taken {
+        known.insert(node.into(), seq);
     }
 }

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod client;
 pub mod process;
+pub mod redis;
 pub mod ws;
 
 use std::future::Future;

@@ -185,20 +185,34 @@ function showStorage(storage) {
 
 function showFederation(federation) {
   const node = $("federation");
-  if (federation === null || federation === undefined) {
-    node.textContent = "Not configured.";
+  if (federation === null || federation === undefined || typeof federation !== "object") {
+    node.textContent = "Not configured: this node runs alone.";
     return;
   }
-  if (typeof federation !== "object") {
-    node.textContent = String(federation);
-    return;
-  }
+  const f = federation;
+  const c = f.cluster_connections || {};
+  const pairs = [
+    ["Node", f.node_id],
+    ["Redis", f.redis + (f.required ? " (required for readiness)" : "")],
+    ["Nodes alive", String(f.nodes_alive)],
+    ["Forwarded / received", `${f.forwarded} / ${f.received}`],
+    ["Skipped", String(f.skipped)],
+    ["Forwarding behind by", `${f.forward_lag_events} events`],
+    ["Receiving behind by", `${f.receive_lag_ms} ms`],
+    ["Cluster connections",
+      `${c.websocket} WebSocket, ${c.sse} SSE, ${c.long_poll} long poll, ${c.grpc_streams} gRPC`],
+  ];
+  if (f.last_error) pairs.push(["Last error", f.last_error]);
   const list = el("dl", { className: "pairs" });
-  for (const [key, value] of Object.entries(federation)) {
-    list.append(el("dt", {}, key),
-      el("dd", {}, typeof value === "object" ? JSON.stringify(value) : String(value)));
+  for (const [key, value] of pairs) {
+    const bad = key === "Redis" && f.redis !== "up";
+    list.append(el("dt", {}, key), el("dd", bad ? { className: "bad" } : {}, value));
   }
-  node.replaceChildren(list);
+  const nodes = el("ul", {});
+  for (const n of f.nodes || []) {
+    nodes.append(el("li", {}, `${n.node_id}${n.self ? " (this node)" : ""}: seen ${formatSecs(n.last_seen)}`));
+  }
+  node.replaceChildren(list, nodes);
 }
 
 async function refreshHealth(state) {

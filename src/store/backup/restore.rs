@@ -6,8 +6,17 @@
 //! duplicates, the trailer's counts), and the first bad one stops the
 //! restore with its line number. Records go straight into their trees and
 //! events into fresh segments (up to [`SEGMENT_BYTES`] each) with their
-//! seqs, stream index entries and idempotency keys; the `meta` counters are
-//! written last. Nothing here makes a half-written store safe to use: the
+//! seqs, origins, stream index entries and idempotency keys; the `meta`
+//! counters and the federation state (positions, and the highest seq from
+//! each other node: the header's, raised to any higher one an event's
+//! origin carries, as the writer keeps it) are written last, in one batch.
+//!
+//! The exporting node's id is not kept (why: `backup.rs`): the store gets
+//! none, its events without an origin get the origin (that id, their seq),
+//! that id's mark is the header's `last_seq` (or the higher one the header
+//! had), and the forwarder's position is the restored last seq.
+//!
+//! Nothing here makes a half-written store safe to use: the
 //! caller restores into a store nobody else opens and puts it in place only
 //! when this returns `Ok` (`tidings import` builds it in a staging directory
 //! and renames it into the data dir).
@@ -19,12 +28,13 @@ use std::io::{self, BufRead, Read};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Counts, FORMAT, FORMAT_VERSION, Header};
+use super::{Counts, FORMAT, FORMAT_VERSION, FederationState, Header, OLDEST_FORMAT_VERSION};
 use crate::error::Error;
 use crate::event::{Audience, MAX_SHORT_FIELD, id_prefix, valid_stream_name};
+use crate::federation::valid_node_id;
 use crate::store::segment::{EntryFields, SegmentBuilder};
 use crate::store::{
-    CURRENT_VERSION, JobRecord, Store, StreamSettings, TokenRecord, UserRecord, keys,
+    CURRENT_VERSION, JobRecord, Store, StreamSettings, TokenRecord, UserRecord, federation, keys,
 };
 
 /// Longest line read: a job with its payload is the largest record.
@@ -146,8 +156,16 @@ struct EventLine<'a> {
     seq: u64,
     expires_at: u64,
     key: Option<String>,
+    /// Set on events another node stored first (format version 2).
+    origin: Option<OriginLine>,
     #[serde(borrow)]
     event: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct OriginLine {
+    node: String,
+    seq: u64,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +212,11 @@ struct Restore<'s> {
     /// Streams of stored events without a `stream` line (yet): the first
     /// event's timestamp, their creation time if none comes.
     unlisted: BTreeMap<String, i64>,
+    /// The highest seq from each other node: the header's `origins`, raised
+    /// by the events' (stored or not: the source had them).
+    origins: BTreeMap<String, u64>,
+    /// The exporting node's federation id: the origin of its own events.
+    former_node: Option<String>,
     pending: Pending,
 }
 
@@ -229,6 +252,8 @@ impl<'s> Restore<'s> {
             skipped: 0,
             listed: HashMap::new(),
             unlisted: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            former_node: None,
             pending: Pending::default(),
         })
     }
@@ -308,9 +333,10 @@ impl<'s> Restore<'s> {
         if version.format != FORMAT {
             return Err(not_export());
         }
-        if version.format_version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version.format_version) {
             return Err(RestoreError::Unsupported(format!(
-                "the export has format version {}; this tidings reads format version {FORMAT_VERSION}",
+                "the export has format version {}; this tidings reads format versions \
+                 {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}",
                 version.format_version
             )));
         }
@@ -327,8 +353,49 @@ impl<'s> Restore<'s> {
         if header.first_seq > header.last_seq.saturating_add(1) {
             return Err(self.bad("first_seq is above last_seq + 1"));
         }
+        if let Some(state) = &header.federation {
+            self.check_federation(state)?;
+            self.origins.clone_from(&state.origins);
+            self.former_node.clone_from(&state.node_id);
+        }
         self.header = Some(header);
         Ok(())
+    }
+
+    /// Refuses federation state a node could not have saved.
+    fn check_federation(&self, state: &FederationState) -> Result<(), RestoreError> {
+        if let Some(node_id) = &state.node_id
+            && !valid_node_id(node_id)
+        {
+            return Err(self.bad(format!(
+                "the federation node_id {node_id:?} is not a node id ([A-Za-z0-9._-], 1-64 bytes)"
+            )));
+        }
+        self.check_seq("the federation's forwarded seq", state.forwarded)?;
+        if let Some(id) = &state.received
+            && !entry_id(id)
+        {
+            return Err(self.bad(format!(
+                "the federation's received {id:?} is not a Redis Stream entry id (like 1769860800000-0)"
+            )));
+        }
+        for (node, seq) in &state.origins {
+            self.check_origin(node, *seq)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses an origin (node id, seq there) no node could have sent.
+    fn check_origin(&self, node: &str, seq: u64) -> Result<(), RestoreError> {
+        if !valid_node_id(node) {
+            return Err(self.bad(format!(
+                "the origin node {node:?} is not a node id ([A-Za-z0-9._-], 1-64 bytes)"
+            )));
+        }
+        if seq == 0 {
+            return Err(self.bad(format!("the origin seq of {node:?} is 0: seqs start at 1")));
+        }
+        self.check_seq(&format!("the origin seq of {node:?}"), seq)
     }
 
     /// Refuses a seq the store could never have assigned.
@@ -432,6 +499,17 @@ impl<'s> Restore<'s> {
         {
             return Err(self.bad("an idempotency key must be 1-256 bytes"));
         }
+        if let Some(origin) = &line.origin {
+            self.check_origin(&origin.node, origin.seq)?;
+            let mark = self.origins.entry(origin.node.clone()).or_default();
+            *mark = (*mark).max(origin.seq);
+        }
+        // The exporting node's own event is now that node's, with its seq.
+        let origin = match (&line.origin, &self.former_node) {
+            (Some(o), _) => Some((o.node.as_str(), o.seq)),
+            (None, Some(node)) => Some((node.as_str(), seq)),
+            (None, None) => None,
+        };
         let json = line.event.get();
         let (event, data_span) = stored_event(json, seq).map_err(|m| self.bad(m))?;
         let deleted = self
@@ -468,6 +546,7 @@ impl<'s> Restore<'s> {
             event_type: &event.event_type,
             user_id: event.user_id.as_deref(),
             data_span,
+            origin,
             json: &[json.as_bytes()],
         });
         pending.events += 1;
@@ -510,8 +589,8 @@ impl<'s> Restore<'s> {
         Ok(())
     }
 
-    /// Checks that the file was whole, writes what is pending and the `meta`
-    /// counters, and flushes.
+    /// Checks that the file was whole, writes what is pending, the `meta`
+    /// counters and the federation state, and flushes.
     fn finish(mut self) -> Result<Restored, RestoreError> {
         let Some(header) = self.header.take() else {
             return Err(RestoreError::BadLine {
@@ -536,6 +615,30 @@ impl<'s> Restore<'s> {
         meta.insert(keys::META_LAST_SEQ, &last_seq.to_be_bytes());
         meta.insert(keys::META_EVENT_COUNT, &self.stored.to_be_bytes());
         meta.insert(keys::META_FIRST_SEQ, &header.first_seq.max(1).to_be_bytes());
+        if let Some(state) = &header.federation {
+            // No node id: a new one is made at the first start.
+            let forwarded = match &state.node_id {
+                Some(former) => {
+                    // Its own events up to `last_seq` are in the file or
+                    // were dropped before it; those after come back from
+                    // the shared stream.
+                    if header.last_seq > 0 {
+                        let mark = self.origins.entry(former.clone()).or_default();
+                        *mark = (*mark).max(header.last_seq);
+                    }
+                    // Nothing restored is this node's own to forward.
+                    last_seq
+                }
+                None => state.forwarded,
+            };
+            meta.insert(keys::META_FORWARDED, &forwarded.to_be_bytes());
+            if let Some(received) = &state.received {
+                meta.insert(keys::META_RECEIVED, received.as_bytes());
+            }
+        }
+        for (node, seq) in &self.origins {
+            meta.insert(federation::origin_key(node), &seq.to_be_bytes());
+        }
         inner.meta.apply_batch(meta)?;
         self.store.flush_blocking()?;
         Ok(Restored {
@@ -577,6 +680,15 @@ fn stored_event(json: &str, seq: u64) -> Result<(StoredEvent<'_>, (u32, u32)), S
     let start = data.as_ptr() as usize - json.as_ptr() as usize;
     let span = (start as u32, data.len() as u32);
     Ok((event, span))
+}
+
+/// `<milliseconds>-<sequence>`, as Redis numbers stream entries.
+fn entry_id(id: &str) -> bool {
+    let number = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok()
+    };
+    id.split_once('-')
+        .is_some_and(|(ms, n)| number(ms) && number(n))
 }
 
 /// A JSON error without serde's "at line 1" (every line is one line).

@@ -105,8 +105,60 @@ pub struct Stats {
     pub connections: ConnectionCounts,
     pub storage: StorageFigures,
     /// `null` when federation is not configured.
-    #[schema(required = true, value_type = Option<Object>)]
-    pub federation: Option<serde_json::Value>,
+    #[schema(required = true)]
+    pub federation: Option<FederationStatus>,
+}
+
+/// This node's federation: Redis state, figures, the alive nodes
+/// (`components.federation` of `/health/detailed` when configured, and the
+/// admin stats).
+#[derive(ToSchema)]
+pub struct FederationStatus {
+    /// `ok`, or `down` while Redis is unreachable.
+    pub status: String,
+    pub node_id: String,
+    /// `up` or `down`.
+    pub redis: String,
+    /// Readiness fails while Redis is down.
+    pub required: bool,
+    /// Events produced here and appended to the shared Redis Stream since start.
+    pub forwarded: u64,
+    /// Other nodes' events stored here since start.
+    pub received: u64,
+    /// Shared-stream entries not stored (own, repeats, not shared, expired, invalid).
+    pub skipped: u64,
+    /// Local events the forwarder has not reached yet.
+    pub forward_lag_events: u64,
+    /// Age of the last shared-stream entry when it was read (0: caught up).
+    pub receive_lag_ms: u64,
+    /// The last Redis failure, if any.
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    pub nodes_alive: u64,
+    pub nodes: Vec<ClusterNode>,
+    /// Connections of every alive node added up.
+    pub cluster_connections: ConnectionCounts,
+}
+
+/// One alive node of the cluster.
+#[derive(ToSchema)]
+pub struct ClusterNode {
+    pub node_id: String,
+    /// This node.
+    #[schema(rename = "self")]
+    pub is_self: bool,
+    /// Unix seconds of its last heartbeat.
+    pub last_seen: i64,
+    pub connections: ConnectionCounts,
+}
+
+/// The cluster as `GET /api/v1/events/streams` shows it.
+#[derive(ToSchema)]
+pub struct ClusterView {
+    pub nodes_alive: u64,
+    /// Connections of every alive node added up.
+    pub connections: ConnectionCounts,
+    pub nodes: Vec<ClusterNode>,
 }
 
 /// `GET /api/v1/admin/config`.

@@ -42,6 +42,9 @@ pub struct StreamList {
     pub success: bool,
     /// By stream name.
     pub data: BTreeMap<String, StreamSummary>,
+    /// Alive nodes and their connections; `null` without federation.
+    #[schema(required = true)]
+    pub cluster: Option<super::operations::ClusterView>,
     pub timestamp: i64,
 }
 

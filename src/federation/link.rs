@@ -1,0 +1,131 @@
+//! One Redis connection per task, (re)made with backoff until shutdown.
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio_util::sync::CancellationToken;
+
+use super::Federation;
+
+/// First wait after a failure; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most one immediate reconnect after a failed command per this long.
+const QUICK_RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long making a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Exponential backoff between attempts; reset after a success.
+pub(super) struct Backoff {
+    delay: Duration,
+    /// When a failed command last led to an immediate reconnect.
+    last_quick: Option<Instant>,
+}
+
+/// A Redis command that failed in a task's session.
+pub(super) struct Failure {
+    pub what: &'static str,
+    pub error: redis::RedisError,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self {
+            delay: FIRST_BACKOFF,
+            last_quick: None,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.delay = FIRST_BACKOFF;
+    }
+
+    /// After a session ended with `failure` (`None`: something else than
+    /// Redis failed): true to reconnect, false at shutdown. The first
+    /// failure in a second reconnects at once without reporting Redis down
+    /// (Redis dropped the connection, e.g. a restart: a fresh connection
+    /// tells whether it is really down); otherwise Redis is reported down
+    /// and the task waits its backoff.
+    pub async fn after(
+        &mut self,
+        fed: &Federation,
+        failure: Option<Failure>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if let Some(f) = failure {
+            let quick = self
+                .last_quick
+                .is_none_or(|t| t.elapsed() >= QUICK_RETRY_EVERY);
+            if quick {
+                self.last_quick = Some(Instant::now());
+                tracing::debug!(error = %describe(&f.error), what = f.what, "federation: Redis command failed; reconnecting");
+                return !shutdown.is_cancelled();
+            }
+            fed.down(f.what, &f.error);
+        }
+        self.wait(shutdown).await
+    }
+
+    /// Waits the current delay (false: shutdown came first) and doubles it.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+/// Connects, retrying with backoff; `None` once shutdown starts. Commands on
+/// the connection time out after `response_timeout`.
+pub(super) async fn connect(
+    fed: &Federation,
+    client: &redis::Client,
+    response_timeout: Duration,
+    what: &str,
+    shutdown: &CancellationToken,
+) -> Option<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(response_timeout));
+    let mut backoff = Backoff::new();
+    loop {
+        let attempt = client.get_multiplexed_async_connection_with_config(&config);
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = attempt => r,
+        };
+        match result {
+            Ok(conn) => {
+                fed.up();
+                return Some(conn);
+            }
+            Err(e) => {
+                fed.down(what, &e);
+                if !backoff.wait(shutdown).await {
+                    return None;
+                }
+                fed.0
+                    .reconnects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// An error as a log line: its kind and detail, never the URL (it may hold
+/// a password).
+pub(super) fn describe(e: &redis::RedisError) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        format!("connection failed ({e})")
+    } else {
+        match e.detail() {
+            Some(d) => format!("{:?}: {d}", e.kind()),
+            None => format!("{:?}", e.kind()),
+        }
+    }
+}
