@@ -3,6 +3,10 @@
 //! at a paced rate, each carrying its send time (`data.sent_ns`). Every
 //! subscriber checks it gets every event once, in ascending id order, and
 //! records publish→receive latency.
+//!
+//! Publishers and subscribers may use different servers (`--publish-url`):
+//! the `federation` scenario (`federation.rs`) runs this one with the
+//! publishers on one node and the subscribers on another.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::Target;
 use super::auth::Credentials;
+use super::federation::FederationFigures;
 use super::http::{Conn, Endpoint};
 use super::stats::{self, Acks as Published, CpuSample, CpuUse, Latency};
 use super::subscriber::{self, Shared, SubStats, Transport};
@@ -51,6 +56,10 @@ pub struct FanoutArgs {
     /// (default: one per 25 events/s, so the rate holds while acks take < 40 ms).
     #[arg(long)]
     pub publishers: Option<usize>,
+    /// Base URL of the server the publishers use (default: the subscribers',
+    /// `--url`): another node of a federated cluster.
+    #[arg(long, value_name = "URL", conflicts_with = "spawn")]
+    pub publish_url: Option<String>,
 }
 
 /// Figures of one fan-out run.
@@ -104,22 +113,37 @@ pub struct FanoutReport {
     pub latency: Latency,
     /// CPU use while publishing and draining.
     pub cpu: CpuUse,
+    /// `federation`: the two nodes and what their bridge counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation: Option<Box<FederationFigures>>,
 }
 
-/// Runs the fan-out scenario against `url` with `creds` (publishers and
-/// subscribers may use different tokens); `server_pid` lets it read the
-/// server's CPU use when the bench spawned it.
+/// Runs the fan-out scenario with subscribers on `url` and publishers on
+/// `args.publish_url` (default `url`), with `creds` (publishers and
+/// subscribers may use different tokens); `server_pids` lets it read the
+/// servers' CPU use when the bench spawned them.
 pub async fn run(
     args: &FanoutArgs,
     url: &str,
     creds: &Credentials,
-    server_pid: Option<u32>,
+    server_pids: &[u32],
 ) -> anyhow::Result<FanoutReport> {
     validate(args)?;
-    let server = Endpoint::resolve(url).await?;
-    let endpoint = Arc::new(server.with_token(creds.subscribe.as_deref()));
-    let publishing = Arc::new(server.with_token(creds.publish.as_deref()));
+    let publish_url = args.publish_url.as_deref().unwrap_or(url);
+    let endpoint = Arc::new(
+        Endpoint::resolve(url)
+            .await?
+            .with_token(creds.subscribe.as_deref()),
+    );
+    let publishing = Arc::new(
+        Endpoint::resolve(publish_url)
+            .await?
+            .with_token(creds.publish.as_deref()),
+    );
     endpoint.check_ready().await?;
+    if publish_url != url {
+        publishing.check_ready().await?;
+    }
     let publishers = args
         .publishers
         .unwrap_or_else(|| args.rate.div_ceil(25).clamp(1, 64) as usize);
@@ -131,15 +155,18 @@ pub async fn run(
         args.rate,
         args.duration
     );
+    if publish_url != url {
+        println!("  publishing to {publish_url}");
+    }
     let (shared, subs, connect_seconds) = connect(args, &endpoint).await?;
-    let cpu_before = CpuSample::take(server_pid);
+    let cpu_before = CpuSample::take_all(server_pids);
     let started = Instant::now();
     let published = publish(args, &publishing, publishers).await;
     let publish_seconds = started.elapsed().as_secs_f64();
     let expected = published.events * args.subscribers as u64;
     let drain_seconds = drain(&shared, expected).await;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = CpuSample::take(server_pid).since(&cpu_before, seconds);
+    let cpu = CpuSample::take_all(server_pids).since(&cpu_before, seconds);
     shared.stop.cancel();
     let merged = collect(subs).await;
     Ok(FanoutReport {
@@ -167,6 +194,7 @@ pub async fn run(
         deliveries_per_s: merged.received as f64 / seconds,
         latency: Latency::of(&merged.latency),
         cpu,
+        federation: None,
     })
 }
 
@@ -402,6 +430,9 @@ impl FanoutReport {
             self.drain_seconds
         );
         println!("  publish→receive latency: {}", self.latency.line());
+        if let Some(f) = &self.federation {
+            println!("  {}", f.line());
+        }
         if self.subscriber_errors > 0 || self.unparsed > 0 {
             println!(
                 "  subscriber errors {} · unparsed messages {}",

@@ -4,6 +4,8 @@
 //!   back to back; acknowledged events/s and ack latency.
 //! - `fanout`: S WebSocket or SSE subscribers of one stream, events
 //!   published at a paced rate; loss, order and publish→receive latency.
+//! - `federation`: the same across two federated nodes: published on one,
+//!   received on the other (`federation.rs`).
 //! - `login`: C clients logging in N times in all; logins/s and latency.
 //! - `all`: the standard scenarios in sequence and a markdown table.
 //!
@@ -12,13 +14,15 @@
 //! authenticated (`auth.rs`).
 //!
 //! With `--spawn` each scenario runs against a fresh server started from
-//! this executable (see `server.rs`), whose memory, disk and CPU use are
-//! reported too. Every run prints its figures for people, then one JSON line
-//! (`{"runs":[…],"tidings_bench":…}`) with all of them. Hot loops use a minimal HTTP/1.1
-//! client (`http.rs`) because the bench shares the cores with the server.
+//! this executable (see `server.rs`; for `federation` two nodes on one
+//! Redis), whose memory, disk and CPU use are reported too. Every run prints
+//! its figures for people, then one JSON line (`{"runs":[…],"tidings_bench":…}`)
+//! with all of them. Hot loops use a minimal HTTP/1.1 client (`http.rs`)
+//! because the bench shares the cores with the server.
 
 mod auth;
 mod fanout;
+mod federation;
 mod http;
 mod login;
 mod publish;
@@ -31,6 +35,7 @@ use serde::Serialize;
 
 pub use auth::{AuthArgs, AuthMode};
 pub use fanout::{FanoutArgs, FanoutReport};
+pub use federation::{FederationArgs, FederationFigures};
 pub use login::{LoginArgs, LoginReport};
 pub use publish::{PublishArgs, PublishReport};
 pub use server::ServerReport;
@@ -51,6 +56,8 @@ pub enum Scenario {
     Publish(PublishArgs),
     /// Fan-out: S subscribers of one stream, events published at a fixed rate.
     Fanout(FanoutArgs),
+    /// Fan-out across two federated nodes: published on A, received on B.
+    Federation(FederationArgs),
     /// Login throughput: C clients making N logins in all (argon2id).
     Login(LoginArgs),
     /// The standard scenarios in sequence, then a markdown table.
@@ -109,7 +116,7 @@ pub struct AllArgs {
 pub struct Run {
     /// Short name, e.g. `publish 64×1`.
     pub name: String,
-    /// `publish`, `fanout` or `login`.
+    /// `publish`, `fanout`, `federation` or `login`.
     pub scenario: &'static str,
     /// How the bench authenticated.
     pub auth: AuthMode,
@@ -118,8 +125,12 @@ pub struct Run {
     /// The scenario's figures, inlined in the JSON.
     #[serde(flatten)]
     pub figures: Figures,
-    /// The spawned server's memory and disk use (`--spawn` only).
+    /// The spawned server's memory and disk use (`--spawn` only); for
+    /// `federation` the subscribers' node's.
     pub server: Option<ServerReport>,
+    /// `federation --spawn`: the publishers' node's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_server: Option<ServerReport>,
 }
 
 /// The figures of either kind of scenario.
@@ -128,7 +139,7 @@ pub struct Run {
 pub enum Figures {
     /// Figures of `publish`.
     Publish(PublishReport),
-    /// Figures of `fanout`.
+    /// Figures of `fanout` and `federation`.
     Fanout(FanoutReport),
     /// Figures of `login`.
     Login(LoginReport),
@@ -143,18 +154,19 @@ struct Interrupted;
 enum Job {
     Publish(PublishArgs),
     Fanout(FanoutArgs),
+    Federation(FederationArgs),
     Login(LoginArgs),
 }
 
 impl Job {
-    /// `publish 64×1`, `fanout 1000 ws @1000/s`, `login ×8`; with the
-    /// credential after it unless anonymous (`publish 64×1 jwt`).
+    /// `publish 64×1`, `fanout 1000 ws @1000/s`, `federation 100 sse @100/s`,
+    /// `login ×8`; with the credential after it unless anonymous
+    /// (`publish 64×1 jwt`).
     fn name(&self) -> String {
         let name = match self {
             Job::Publish(a) => format!("publish {}×{}", a.connections, a.batch),
-            Job::Fanout(a) => {
-                format!("fanout {} {:?} @{}/s", a.subscribers, a.transport, a.rate).to_lowercase()
-            }
+            Job::Fanout(a) => fanout_name("fanout", a),
+            Job::Federation(a) => fanout_name("federation", &a.fanout),
             Job::Login(a) => format!("login ×{}", a.concurrency),
         };
         match self.target().auth.mode() {
@@ -167,6 +179,7 @@ impl Job {
         match self {
             Job::Publish(_) => "publish",
             Job::Fanout(_) => "fanout",
+            Job::Federation(_) => "federation",
             Job::Login(_) => "login",
         }
     }
@@ -175,7 +188,18 @@ impl Job {
         match self {
             Job::Publish(a) => &a.target,
             Job::Fanout(a) => &a.target,
+            Job::Federation(a) => &a.fanout.target,
             Job::Login(a) => &a.target,
+        }
+    }
+
+    /// Where publishers post when it is not where subscribers read
+    /// (`--publish-url`, without `--spawn`).
+    fn publish_url(&self) -> Option<&str> {
+        match self {
+            Job::Fanout(a) => a.publish_url.as_deref(),
+            Job::Federation(a) => a.fanout.publish_url.as_deref(),
+            _ => None,
         }
     }
 
@@ -185,6 +209,7 @@ impl Job {
     fn server_defaults(&self) -> &'static [(&'static str, &'static str)] {
         match self {
             Job::Login(_) => &[("TIDINGS_AUTH__LOGIN_ATTEMPTS_PER_MINUTE", "1000000")],
+            Job::Federation(_) => &federation::SPAWN_DEFAULTS,
             _ => &[],
         }
     }
@@ -194,6 +219,7 @@ impl Job {
         let sockets = match self {
             Job::Publish(a) => a.connections,
             Job::Fanout(a) => a.subscribers + a.publishers.unwrap_or(64),
+            Job::Federation(a) => a.fanout.subscribers + a.fanout.publishers.unwrap_or(64) + 4,
             Job::Login(a) => a.concurrency,
         };
         sockets as u64 + 64
@@ -205,6 +231,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Publish(a) => run_single(Job::Publish(a)).await,
         Scenario::Fanout(a) => run_single(Job::Fanout(a)).await,
+        Scenario::Federation(a) => run_single(Job::Federation(a)).await,
         Scenario::Login(a) => run_single(Job::Login(a)).await,
         Scenario::All(a) => run_all(a).await,
     }
@@ -251,32 +278,81 @@ impl Run {
     }
 }
 
+/// What the bench started for one run.
+enum Spawn {
+    Server(Box<server::Spawned>),
+    /// `federation`: two nodes on one Redis.
+    Cluster(Box<federation::Cluster>),
+}
+
+impl Spawn {
+    async fn start(job: &Job, target: &Target) -> anyhow::Result<Self> {
+        let ours = target.auth.server_env();
+        let spawn = match job {
+            Job::Federation(a) => Spawn::Cluster(Box::new(
+                federation::Cluster::start(a, target, &ours).await?,
+            )),
+            _ => Spawn::Server(Box::new(
+                server::Spawned::start(&target.server_env, &ours, job.server_defaults()).await?,
+            )),
+        };
+        for (role, s) in spawn.servers() {
+            println!(
+                "spawned {role}pid {} at {} {:?}",
+                s.pid(),
+                s.url,
+                target.server_env
+            );
+        }
+        Ok(spawn)
+    }
+
+    /// Each server with its role for people; the publishers' first.
+    fn servers(&self) -> Vec<(&'static str, &server::Spawned)> {
+        match self {
+            Spawn::Server(s) => vec![("server ", &**s)],
+            Spawn::Cluster(c) => vec![
+                ("node A (publishers) ", &c.publisher),
+                ("node B (subscribers) ", &c.subscriber),
+            ],
+        }
+    }
+
+    /// The subscribers' server and the publishers'.
+    fn urls(&self) -> (String, String) {
+        match self {
+            Spawn::Server(s) => (s.url.clone(), s.url.clone()),
+            Spawn::Cluster(c) => (c.subscriber.url.clone(), c.publisher.url.clone()),
+        }
+    }
+
+    /// The measured server's report and, for a cluster, the publishers' node's.
+    async fn stop(self) -> anyhow::Result<(ServerReport, Option<ServerReport>)> {
+        match self {
+            Spawn::Server(s) => Ok((s.stop().await?, None)),
+            Spawn::Cluster(c) => c.stop().await.map(|(b, a)| (b, Some(a))),
+        }
+    }
+}
+
 /// Runs one scenario, against a fresh server when `--spawn` was given.
 async fn run_job(job: Job) -> anyhow::Result<Run> {
     let target = job.target().clone();
-    let server = match target.spawn {
-        true => Some(
-            server::Spawned::start(
-                &target.server_env,
-                &target.auth.server_env(),
-                job.server_defaults(),
-            )
-            .await?,
-        ),
+    let spawned = match target.spawn {
+        true => Some(Spawn::start(&job, &target).await?),
         false => None,
     };
-    let url = server
-        .as_ref()
-        .map_or(target.url.clone(), |s| s.url.clone());
-    let pid = server.as_ref().map(server::Spawned::pid);
-    if let Some(s) = &server {
-        println!(
-            "spawned server pid {} at {} {:?}",
-            s.pid(),
-            s.url,
-            target.server_env
-        );
-    }
+    let (url, publish_url) = match &spawned {
+        Some(s) => s.urls(),
+        None => (
+            target.url.clone(),
+            job.publish_url().unwrap_or(&target.url).to_owned(),
+        ),
+    };
+    let pids: Vec<u32> = spawned.as_ref().map_or(Vec::new(), |s| {
+        s.servers().iter().map(|(_, s)| s.pid()).collect()
+    });
+    let pid = pids.first().copied();
     let scenario = async {
         let creds = match &job {
             Job::Login(_) => auth::Credentials {
@@ -284,7 +360,8 @@ async fn run_job(job: Job) -> anyhow::Result<Run> {
                 subscribe: target.auth.admin_token()?,
             },
             _ => {
-                let endpoint = http::Endpoint::resolve(&url).await?;
+                // `--api-token` is created where the publishers post.
+                let endpoint = http::Endpoint::resolve(&publish_url).await?;
                 target.auth.credentials(&endpoint).await?
             }
         };
@@ -292,21 +369,32 @@ async fn run_job(job: Job) -> anyhow::Result<Run> {
             Job::Publish(a) => publish::run(a, &url, creds.publish.as_deref(), pid)
                 .await
                 .map(Figures::Publish),
-            Job::Fanout(a) => fanout::run(a, &url, &creds, pid).await.map(Figures::Fanout),
+            Job::Fanout(a) => fanout::run(a, &url, &creds, &pids)
+                .await
+                .map(Figures::Fanout),
+            Job::Federation(a) => {
+                let redis = match &spawned {
+                    Some(Spawn::Cluster(c)) => Some(&c.redis),
+                    _ => None,
+                };
+                federation::run(a, &url, &publish_url, &creds, &pids, redis)
+                    .await
+                    .map(Figures::Fanout)
+            }
             Job::Login(a) => login::run(a, &url, creds.subscribe.as_deref(), pid)
                 .await
                 .map(Figures::Login),
         }
     };
-    // Ctrl-C still stops the spawned server and removes its data.
+    // Ctrl-C still stops the spawned servers and removes their data.
     let figures = tokio::select! {
         figures = scenario => figures,
         _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
     };
-    // Stop the server even when the scenario failed.
-    let server = match server {
-        Some(s) => Some(s.stop().await?),
-        None => None,
+    // Stop the servers even when the scenario failed.
+    let (server, publish_server) = match spawned {
+        Some(s) => s.stop().await.map(|(s, p)| (Some(s), p))?,
+        None => (None, None),
     };
     let figures = figures?;
     match &figures {
@@ -314,8 +402,10 @@ async fn run_job(job: Job) -> anyhow::Result<Run> {
         Figures::Fanout(r) => r.print(),
         Figures::Login(r) => r.print(),
     }
-    if let Some(s) = &server {
-        println!("  {}", s.line());
+    match (&publish_server, &server) {
+        (Some(a), Some(b)) => println!("  node A {}\n  node B {}", a.line(), b.line()),
+        (None, Some(s)) => println!("  {}", s.line()),
+        _ => {}
     }
     Ok(Run {
         name: job.name(),
@@ -324,7 +414,18 @@ async fn run_job(job: Job) -> anyhow::Result<Run> {
         server_env: target.server_env,
         figures,
         server,
+        publish_server,
     })
+}
+
+/// `fanout 1000 ws @1000/s`.
+fn fanout_name(kind: &str, a: &FanoutArgs) -> String {
+    format!(
+        "{kind} {} {} @{}/s",
+        a.subscribers,
+        a.transport.name(),
+        a.rate
+    )
 }
 
 /// The standard scenarios: 64 connections × single events, 8 connections ×
@@ -349,6 +450,7 @@ fn standard(args: &AllArgs) -> Vec<Job> {
             duration: args.duration,
             stream: "fanout".into(),
             publishers: None,
+            publish_url: None,
         })
     };
     vec![
@@ -433,9 +535,13 @@ fn print_table(runs: &[Run]) {
         };
         let cores = |s: f64| format!("{:.2}", s / cpu.wall_s.max(1e-9));
         let server_cores = cpu.server_s.map_or("–".into(), cores);
-        let (rss, disk) = run.server.as_ref().map_or(("–".into(), "–".into()), |s| {
+        let (mut rss, mut disk) = run.server.as_ref().map_or(("–".into(), "–".into()), |s| {
             (stats::mib(s.peak_rss_bytes), stats::mib(s.data_dir_bytes))
         });
+        if let Some(a) = &run.publish_server {
+            rss = format!("A {} · B {rss}", stats::mib(a.peak_rss_bytes));
+            disk = format!("A {} · B {disk}", stats::mib(a.data_dir_bytes));
+        }
         println!(
             "| {} | {throughput} | {} | {} | {} | {} | {problems} | {} / {server_cores} / {} | {rss} | {disk} |",
             run.name,

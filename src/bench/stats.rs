@@ -203,12 +203,13 @@ pub fn unix_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU seconds used so far by the bench itself and, when it was spawned, the
-/// server (in total and per thread name).
+/// CPU seconds used so far by the bench itself and the servers it spawned
+/// (in total and per thread name).
 #[derive(Debug, Clone, Default)]
 pub struct CpuSample {
     bench: f64,
-    server: Option<BTreeMap<String, f64>>,
+    /// Per spawned server, in the order given; empty without `--spawn`.
+    servers: Vec<BTreeMap<String, f64>>,
     /// Busy seconds of the whole machine (all cores, kernel included).
     machine: f64,
 }
@@ -216,31 +217,43 @@ pub struct CpuSample {
 impl CpuSample {
     /// Reads `/proc/self/stat` and, given the server's pid, its threads.
     pub fn take(server_pid: Option<u32>) -> Self {
+        Self::take_all(server_pid.as_slice())
+    }
+
+    /// Like [`CpuSample::take`], for several servers (`federation`: the
+    /// publishers' node, then the subscribers').
+    pub fn take_all(server_pids: &[u32]) -> Self {
         Self {
             bench: process_cpu("self").unwrap_or(0.0),
-            server: server_pid.map(threads_cpu),
+            servers: server_pids.iter().map(|&pid| threads_cpu(pid)).collect(),
             machine: machine_busy().unwrap_or(0.0),
         }
     }
 
     /// CPU used between `earlier` and `self` over `wall` seconds.
     pub fn since(&self, earlier: &CpuSample, wall: f64) -> CpuUse {
-        let server_threads = match (&self.server, &earlier.server) {
-            (Some(now), Some(then)) => now
-                .iter()
-                .map(|(name, s)| (name.clone(), s - then.get(name).copied().unwrap_or(0.0)))
-                .filter(|(_, s)| *s > 0.0)
-                .collect(),
-            _ => BTreeMap::new(),
-        };
-        let server_s = self
-            .server
-            .as_ref()
-            .map(|_| server_threads.values().sum::<f64>());
+        let mut server_threads = BTreeMap::new();
+        let mut servers_s = Vec::new();
+        for (now, then) in self.servers.iter().zip(&earlier.servers) {
+            let mut total = 0.0;
+            for (name, s) in now {
+                let used = s - then.get(name).copied().unwrap_or(0.0);
+                if used > 0.0 {
+                    *server_threads.entry(name.clone()).or_insert(0.0) += used;
+                    total += used;
+                }
+            }
+            servers_s.push(total);
+        }
+        let server_s = (!servers_s.is_empty()).then(|| servers_s.iter().sum::<f64>());
+        if servers_s.len() < 2 {
+            servers_s.clear();
+        }
         CpuUse {
             wall_s: wall,
             bench_s: self.bench - earlier.bench,
             server_s,
+            servers_s,
             machine_s: self.machine - earlier.machine,
             server_threads,
         }
@@ -252,16 +265,23 @@ impl CpuSample {
 pub struct CpuUse {
     pub wall_s: f64,
     pub bench_s: f64,
+    /// All spawned servers together.
     pub server_s: Option<f64>,
+    /// Each server's share when there were several (`federation`: the
+    /// publishers' node, then the subscribers'); absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers_s: Vec<f64>,
     /// Busy CPU seconds of the whole machine: bench, server, kernel (loopback
     /// networking in softirq) and anything else running.
     pub machine_s: f64,
-    /// Server CPU seconds per thread name (`tokio-runtime-w`, `tidings-writer`, sled's…).
+    /// Server CPU seconds per thread name (`tokio-runtime-w`, `tidings-writer`, sled's…),
+    /// summed over the servers.
     pub server_threads: BTreeMap<String, f64>,
 }
 
 impl CpuUse {
-    /// `bench 0.71 cores · server 1.20 cores (tokio-runtime-w 0.90, tidings-writer 0.25)`.
+    /// `bench 0.71 cores · server 1.20 cores (tokio-runtime-w 0.90, tidings-writer 0.25)`;
+    /// with two servers `servers 0.40 + 0.80 = 1.20 cores (…)`.
     pub fn line(&self) -> String {
         let cores = |s: f64| s / self.wall_s.max(1e-9);
         let mut line = format!("bench {:.2} cores", cores(self.bench_s));
@@ -273,7 +293,22 @@ impl CpuUse {
                 .take(4)
                 .map(|(n, s)| format!("{n} {:.2}", cores(**s)))
                 .collect();
-            line += &format!(" · server {:.2} cores ({})", cores(server), top.join(", "));
+            let each: Vec<String> = self
+                .servers_s
+                .iter()
+                .map(|s| format!("{:.2}", cores(*s)))
+                .collect();
+            match each.len() {
+                0 => line += &format!(" · server {:.2} cores", cores(server)),
+                _ => {
+                    line += &format!(
+                        " · servers {} = {:.2} cores",
+                        each.join(" + "),
+                        cores(server)
+                    )
+                }
+            }
+            line += &format!(" ({})", top.join(", "));
         }
         line + &format!(" · machine {:.2} cores busy", cores(self.machine_s))
     }
@@ -367,6 +402,46 @@ mod tests {
     fn parses_proc_stat() {
         let stat = "42 (tokio-runtime-w) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
         assert_eq!(stat_cpu(stat), Some(("tokio-runtime-w".into(), 3.0)));
+    }
+
+    #[test]
+    fn sums_cpu_over_servers() {
+        let threads = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(n, s)| ((*n).to_owned(), *s))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let sample = |bench, a: f64, b: f64| CpuSample {
+            bench,
+            servers: vec![threads(&[("w", a)]), threads(&[("w", b), ("idle", 0.5)])],
+            machine: 10.0 * bench,
+        };
+        let used = sample(2.0, 2.0, 4.0).since(&sample(1.0, 1.0, 2.0), 2.0);
+        assert_eq!(
+            (used.server_s, &used.servers_s[..]),
+            (Some(3.0), &[1.0, 2.0][..])
+        );
+        assert_eq!(used.server_threads, threads(&[("w", 3.0)]));
+        assert!(
+            used.line()
+                .contains("servers 0.50 + 1.00 = 1.50 cores (w 1.50)"),
+            "{}",
+            used.line()
+        );
+        let mut one = sample(2.0, 2.0, 4.0);
+        one.servers.truncate(1);
+        let mut before = sample(1.0, 1.0, 2.0);
+        before.servers.truncate(1);
+        let used = one.since(&before, 2.0);
+        assert_eq!((used.server_s, used.servers_s.len()), (Some(1.0), 0));
+        assert!(
+            used.line().contains("server 0.50 cores (w 0.50)"),
+            "{}",
+            used.line()
+        );
+        let none = CpuSample::default().since(&CpuSample::default(), 1.0);
+        assert_eq!(none.server_s, None);
     }
 
     #[test]
