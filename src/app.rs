@@ -300,6 +300,15 @@ pub async fn run_supervised(
     };
     let store =
         Store::open(&config.data_dir, &config.storage).context("while opening the store")?;
+    // Before the writer starts: a changed node id marks the old one's events.
+    let node_id = match config.federation.redis_url {
+        Some(_) => Some(
+            store
+                .node_id(config.federation.node_id.as_deref())
+                .context("while starting federation")?,
+        ),
+        None => None,
+    };
     let hub = Hub::new(config.limits.hub_buffer);
     let metrics = crate::metrics::Metrics::new();
     let ingest_cfg = IngestConfig::new(&config.storage, &config.limits, &config.streams);
@@ -335,16 +344,20 @@ pub async fn run_supervised(
         config.limits.streaming_connections,
         config.limits.streaming_per_ip,
     );
-    let (federation, federation_tasks) = match crate::federation::Federation::start(
-        &config.federation,
-        store.clone(),
-        hub.clone(),
-        ingest.clone(),
-        count_connections(connections.clone()),
-        token.clone(),
-    )
-    .context("while starting federation")?
-    {
+    let started = match node_id {
+        Some(node_id) => crate::federation::Federation::start(
+            &config.federation,
+            node_id,
+            store.clone(),
+            hub.clone(),
+            ingest.clone(),
+            count_connections(connections.clone()),
+            token.clone(),
+        )
+        .context("while starting federation")?,
+        None => None,
+    };
+    let (federation, federation_tasks) = match started {
         Some((federation, tasks)) => (Some(federation), Some(tasks)),
         None => (None, None),
     };

@@ -1,6 +1,8 @@
 //! Heartbeats and the cluster view. Every `heartbeat_secs` a node writes
-//! `<prefix>:node:<id>` (its connection counts, with a TTL of three beats)
-//! and reads every node's key: those still there are the alive nodes.
+//! `<prefix>:node:<id>` (its connection counts, with a TTL of three beats),
+//! adds its id to the set `<prefix>:nodes`, and reads the key of every
+//! member: those still there are the alive nodes; members whose key has
+//! expired are removed from the set.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::Federation;
+use super::{Federation, Link, valid_node_id};
 
 /// Open streaming connections of one node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +55,7 @@ struct Beat {
     connections: ConnectionCounts,
 }
 
-/// Keys read per `SCAN` step, and most nodes listed.
-const SCAN_COUNT: usize = 100;
+/// Most nodes listed (a sanity bound on `<prefix>:nodes`).
 const MAX_NODES: usize = 1000;
 
 pub(super) async fn run(fed: Federation, client: redis::Client, shutdown: CancellationToken) {
@@ -92,7 +93,7 @@ pub(super) async fn run(fed: Federation, client: redis::Client, shutdown: Cancel
                 Ok(nodes) => {
                     first = false;
                     failure = None;
-                    fed.up();
+                    fed.up(Link::Heartbeat);
                     *fed.0.nodes.write().unwrap_or_else(|e| e.into_inner()) =
                         (nodes, Some(std::time::Instant::now()));
                     break;
@@ -106,7 +107,7 @@ pub(super) async fn run(fed: Federation, client: redis::Client, shutdown: Cancel
         // Nodes stay listed until their heartbeat is three beats old
         // (`Federation::nodes`), as in Redis.
         if let Some(e) = failure {
-            fed.down("heartbeat", &e);
+            fed.failed(Link::Heartbeat, "heartbeat", &e);
         }
     }
     leave(&fed, conn).await;
@@ -116,11 +117,13 @@ pub(super) async fn run(fed: Federation, client: redis::Client, shutdown: Cancel
 async fn leave(fed: &Federation, conn: Option<redis::aio::MultiplexedConnection>) {
     if let Some(mut c) = conn {
         let key = format!("{}{}", fed.0.node_prefix, fed.0.node_id);
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            redis::cmd("DEL").arg(key).query_async::<()>(&mut c),
-        )
-        .await;
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(key).ignore();
+        pipe.cmd("SREM")
+            .arg(format!("{}:nodes", fed.0.cfg.key_prefix))
+            .arg(&fed.0.node_id)
+            .ignore();
+        let _ = tokio::time::timeout(Duration::from_secs(1), pipe.query_async::<()>(&mut c)).await;
     }
 }
 
@@ -138,7 +141,7 @@ async fn connect_once(
     {
         Ok(c) => Some(c),
         Err(e) => {
-            fed.down("heartbeat connect", &e);
+            fed.failed(Link::Heartbeat, "heartbeat connect", &e);
             fed.0.reconnects.fetch_add(1, Ordering::Relaxed);
             None
         }
@@ -186,41 +189,44 @@ async fn beat(
         .arg(ttl)
         .query_async::<()>(conn)
         .await?;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", inner.node_prefix))
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(conn)
-            .await?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 || keys.len() >= MAX_NODES {
-            break;
-        }
-    }
-    keys.retain(|k| *k != key);
-    keys.sort();
-    keys.dedup();
+    // The member list: every node adds itself; members whose heartbeat key
+    // has expired are dropped by whoever notices.
+    let set = format!("{}:nodes", inner.cfg.key_prefix);
+    redis::cmd("SADD")
+        .arg(&set)
+        .arg(&inner.node_id)
+        .query_async::<()>(conn)
+        .await?;
+    let mut members: Vec<String> = redis::cmd("SMEMBERS").arg(&set).query_async(conn).await?;
+    members.retain(|m| *m != inner.node_id && valid_node_id(m));
+    members.sort();
+    members.truncate(MAX_NODES);
     let mut nodes = Vec::new();
-    if !keys.is_empty() {
+    if !members.is_empty() {
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}{m}", inner.node_prefix))
+            .collect();
         let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
-        nodes.extend(
-            values
-                .into_iter()
-                .flatten()
-                .filter_map(|v| serde_json::from_str::<Beat>(&v).ok())
-                .map(|b| NodeView {
+        let mut gone = Vec::new();
+        for (member, value) in members.iter().zip(values) {
+            match value.and_then(|v| serde_json::from_str::<Beat>(&v).ok()) {
+                Some(b) if b.node_id == *member => nodes.push(NodeView {
                     node_id: b.node_id,
                     is_self: false,
                     last_seen: b.time,
                     connections: b.connections,
                 }),
-        );
+                _ => gone.push(member),
+            }
+        }
+        if !gone.is_empty() {
+            redis::cmd("SREM")
+                .arg(&set)
+                .arg(&gone)
+                .query_async::<()>(conn)
+                .await?;
+        }
     }
     Ok(nodes)
 }

@@ -3,6 +3,14 @@
 //! came from Redis); each batch goes out as one pipeline, and the position
 //! is saved after Redis has taken it. A crash between the two sends a batch
 //! again, which receivers recognise as repeats.
+//!
+//! Receivers recognise repeats by the highest seq they stored from this
+//! node, so this node must never hand out a forwarded seq again: with
+//! `durability = "async"` a batch is flushed before it is sent, and the
+//! pipeline also raises `<prefix>:forwarded` (a sorted set: node → highest
+//! seq forwarded). A session that finds this node's mark above its own log
+//! (the data dir was wiped or replaced under a configured `node_id`) stops
+//! forwarding and says so: peers would drop its new events as repeats.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +18,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Federation, link, wire};
+use super::{Federation, Link, link, wire};
+use crate::config::Durability;
 use crate::hub::Hub;
 use crate::store::Store;
 use crate::subscribe::{Filter, Item, Start, Subscription, Viewer};
@@ -28,20 +37,29 @@ pub(super) async fn run(
     let mut backoff = link::Backoff::new();
     while let Some(mut conn) = link::connect(
         &fed,
+        Link::Forwarder,
         &client,
         RESPONSE_TIMEOUT,
-        "forwarder connect",
+        &mut backoff,
         &shutdown,
     )
     .await
     {
-        backoff.reset();
-        let failure = match forward(&fed, &mut conn, &store, &hub, &shutdown).await {
+        let failure = match forward(&fed, &mut conn, &store, &hub, &mut backoff, &shutdown).await {
             Stop::Shutdown => return,
             Stop::Redis(f) => Some(f),
-            Stop::Log => None,
+            Stop::Local => None,
+            Stop::Reused(reason) => {
+                tracing::error!("federation: {reason}");
+                fed.down(Link::Forwarder, reason);
+                shutdown.cancelled().await;
+                return;
+            }
         };
-        if !backoff.after(&fed, failure, &shutdown).await {
+        if !backoff
+            .after(&fed, Link::Forwarder, failure, &shutdown)
+            .await
+        {
             return;
         }
     }
@@ -51,8 +69,10 @@ enum Stop {
     Shutdown,
     /// Redis failed: reconnect and go on from the saved position.
     Redis(link::Failure),
-    /// The log could not be read: wait, then go on from the saved position.
-    Log,
+    /// The log could not be read or flushed: wait, then go on.
+    Local,
+    /// This node's id already forwarded seqs above its log: stop forwarding.
+    Reused(String),
 }
 
 /// Forwards until Redis fails or shutdown.
@@ -61,9 +81,37 @@ async fn forward(
     conn: &mut redis::aio::MultiplexedConnection,
     store: &Store,
     hub: &Hub,
+    backoff: &mut link::Backoff,
     shutdown: &CancellationToken,
 ) -> Stop {
     let inner = &fed.0;
+    let marks_key = format!("{}:forwarded", inner.cfg.key_prefix);
+    let mut zscore = redis::cmd("ZSCORE");
+    zscore.arg(&marks_key).arg(&inner.node_id);
+    let mark = zscore.query_async::<Option<f64>>(conn);
+    let mark = tokio::select! {
+        _ = shutdown.cancelled() => return Stop::Shutdown,
+        m = mark => m,
+    };
+    match mark {
+        Err(error) => {
+            return Stop::Redis(link::Failure {
+                what: "forwarder ZSCORE",
+                error,
+            });
+        }
+        Ok(Some(mark)) if mark > store.visible_seq() as f64 => {
+            return Stop::Reused(format!(
+                "node id {:?} has already forwarded events up to id {mark} but this data dir's log ends at {}: it was wiped or replaced; other nodes would drop its new events as repeats. Give this node a new federation.node_id (or leave it unset to generate one); nothing is forwarded until then",
+                inner.node_id,
+                store.visible_seq()
+            ));
+        }
+        Ok(_) => {
+            fed.up(Link::Forwarder);
+            backoff.reset();
+        }
+    }
     let shared = fed.clone();
     let filter = Filter {
         streams: None,
@@ -83,10 +131,11 @@ async fn forward(
         Ok(sub) => sub,
         Err(e) => {
             tracing::error!(error = %e, "federation: the forwarder cannot read the log");
-            return Stop::Log;
+            return Stop::Local;
         }
     };
     let batch = inner.cfg.batch_events;
+    let flush_first = store.durability() == Durability::Async;
     loop {
         let items = tokio::select! {
             _ = shutdown.cancelled() => return Stop::Shutdown,
@@ -97,11 +146,12 @@ async fn forward(
             Err(crate::error::Error::ShuttingDown) => return Stop::Shutdown,
             Err(e) => {
                 tracing::error!(error = %e, "federation: the forwarder cannot read the log");
-                return Stop::Log;
+                return Stop::Local;
             }
         };
         let mut pipe = redis::pipe();
         let mut n = 0u64;
+        let mut highest = 0;
         for item in &items {
             if let Item::Event(record) = item
                 && record.origin.is_none()
@@ -114,9 +164,21 @@ async fn forward(
                     record,
                 );
                 n += 1;
+                highest = record.seq;
             }
         }
         if n > 0 {
+            // Only what a crash cannot take back may leave this node.
+            if flush_first && let Err(e) = store.flush().await {
+                tracing::error!(error = %e, "federation: flushing before forwarding failed");
+                return Stop::Local;
+            }
+            pipe.cmd("ZADD")
+                .arg(&marks_key)
+                .arg("GT")
+                .arg(highest)
+                .arg(&inner.node_id)
+                .ignore();
             let sent = tokio::select! {
                 _ = shutdown.cancelled() => return Stop::Shutdown,
                 r = pipe.query_async::<()>(conn) => r,
@@ -127,7 +189,8 @@ async fn forward(
                     error,
                 });
             }
-            fed.up();
+            fed.up(Link::Forwarder);
+            backoff.reset();
             inner.forwarded.fetch_add(n, Ordering::Relaxed);
         }
         // A full batch may leave items pending in the subscription: then

@@ -1,4 +1,10 @@
 //! One Redis connection per task, (re)made with backoff until shutdown.
+//!
+//! A task counts as up only once a command on its connection succeeded, and
+//! its backoff starts again from the shortest wait only then: a Redis that
+//! accepts connections but refuses commands (out of memory, a read-only
+//! replica after a failover, a wrong password) is retried at the backoff's
+//! pace, not in a loop.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +12,7 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::Federation;
+use super::{Federation, Link};
 
 /// First wait after a failure; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -15,8 +21,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const QUICK_RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long making a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest error text kept (a parse error quotes the whole reply).
+const MAX_ERROR_CHARS: usize = 200;
 
-/// Exponential backoff between attempts; reset after a success.
+/// Exponential backoff between attempts; reset after a command succeeded.
 pub(super) struct Backoff {
     delay: Duration,
     /// When a failed command last led to an immediate reconnect.
@@ -37,19 +45,21 @@ impl Backoff {
         }
     }
 
+    /// A command succeeded: the next failure waits the shortest time again.
     pub fn reset(&mut self) {
         self.delay = FIRST_BACKOFF;
     }
 
-    /// After a session ended with `failure` (`None`: something else than
-    /// Redis failed): true to reconnect, false at shutdown. The first
-    /// failure in a second reconnects at once without reporting Redis down
-    /// (Redis dropped the connection, e.g. a restart: a fresh connection
-    /// tells whether it is really down); otherwise Redis is reported down
-    /// and the task waits its backoff.
+    /// After `task`'s session ended with `failure` (`None`: something else
+    /// than Redis failed, already logged): true to reconnect, false at
+    /// shutdown. The first failure in a second reconnects at once without
+    /// reporting Redis down (Redis dropped the connection, e.g. a restart:
+    /// a fresh connection tells whether it is really down); otherwise Redis
+    /// is reported down and the task waits its backoff.
     pub async fn after(
         &mut self,
         fed: &Federation,
+        task: Link,
         failure: Option<Failure>,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -62,7 +72,7 @@ impl Backoff {
                 tracing::debug!(error = %describe(&f.error), what = f.what, "federation: Redis command failed; reconnecting");
                 return !shutdown.is_cancelled();
             }
-            fed.down(f.what, &f.error);
+            fed.failed(task, f.what, &f.error);
         }
         self.wait(shutdown).await
     }
@@ -78,19 +88,19 @@ impl Backoff {
     }
 }
 
-/// Connects, retrying with backoff; `None` once shutdown starts. Commands on
-/// the connection time out after `response_timeout`.
+/// Connects, retrying with `backoff`; `None` once shutdown starts. Commands
+/// on the connection time out after `response_timeout`.
 pub(super) async fn connect(
     fed: &Federation,
+    task: Link,
     client: &redis::Client,
     response_timeout: Duration,
-    what: &str,
+    backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Option<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(response_timeout));
-    let mut backoff = Backoff::new();
     loop {
         let attempt = client.get_multiplexed_async_connection_with_config(&config);
         let result = tokio::select! {
@@ -98,12 +108,9 @@ pub(super) async fn connect(
             r = attempt => r,
         };
         match result {
-            Ok(conn) => {
-                fed.up();
-                return Some(conn);
-            }
+            Ok(conn) => return Some(conn),
             Err(e) => {
-                fed.down(what, &e);
+                fed.failed(task, "connect", &e);
                 if !backoff.wait(shutdown).await {
                     return None;
                 }
@@ -116,16 +123,21 @@ pub(super) async fn connect(
 }
 
 /// An error as a log line: its kind and detail, never the URL (it may hold
-/// a password).
+/// a password), cut to [`MAX_ERROR_CHARS`] (a reply quoted in a parse error
+/// may hold other nodes' events).
 pub(super) fn describe(e: &redis::RedisError) -> String {
-    if e.is_timeout() {
-        "timed out".into()
+    let text = if e.is_timeout() {
+        "timed out".to_owned()
     } else if e.is_io_error() || e.is_connection_dropped() {
         format!("connection failed ({e})")
     } else {
         match e.detail() {
             Some(d) => format!("{:?}: {d}", e.kind()),
-            None => format!("{:?}", e.kind()),
+            None => format!("{:?}: {e}", e.kind()),
         }
+    };
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }

@@ -30,7 +30,7 @@ mod link;
 mod receive;
 mod wire;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
@@ -90,6 +90,17 @@ impl Skip {
     }
 }
 
+/// The three tasks, each with its own Redis connection and link state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Forwarder = 0,
+    Receiver = 1,
+    Heartbeat = 2,
+}
+
+const LINK_UP: u8 = 1;
+const LINK_DOWN: u8 = 2;
+
 /// Reads this node's open connections for its heartbeat.
 pub type CountConnections = Arc<dyn Fn() -> ConnectionCounts + Send + Sync>;
 
@@ -104,7 +115,8 @@ struct Inner {
     /// Shared stream and heartbeat keys.
     events_key: String,
     node_prefix: String,
-    redis_up: AtomicBool,
+    /// Each task's link state ([`Link`]): 0 not tried yet, 1 up, 2 down.
+    links: [AtomicU8; 3],
     last_error: Mutex<Option<String>>,
     forwarded: AtomicU64,
     received: AtomicU64,
@@ -157,10 +169,12 @@ impl Tasks {
 }
 
 impl Federation {
-    /// Starts federation when `federation.redis_url` is set: resolves the
-    /// node id, then spawns the forwarder, receiver and heartbeat.
+    /// Starts federation when `federation.redis_url` is set: spawns the
+    /// forwarder, receiver and heartbeat of node `node_id` (from
+    /// [`Store::node_id`], resolved before the writer started).
     pub fn start(
         cfg: &FederationConfig,
+        node_id: String,
         store: Store,
         hub: Hub,
         ingest: Ingest,
@@ -176,14 +190,13 @@ impl Federation {
                 e.kind()
             ))
         })?;
-        let node_id = store.node_id(cfg.node_id.as_deref())?;
         let fed = Federation(Arc::new(Inner {
             events_key: format!("{}:events", cfg.key_prefix),
             node_prefix: format!("{}:node:", cfg.key_prefix),
             patterns: cfg.streams.iter().map(|p| Pattern::new(p)).collect(),
             node_id,
             cfg: cfg.clone(),
-            redis_up: AtomicBool::new(false),
+            links: Default::default(),
             last_error: Mutex::new(None),
             forwarded: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -226,9 +239,13 @@ impl Federation {
         self.0.cfg.required
     }
 
-    /// The last Redis command of any task succeeded.
+    /// The last Redis command of every task (forwarder, receiver,
+    /// heartbeat) succeeded.
     pub fn redis_up(&self) -> bool {
-        self.0.redis_up.load(Ordering::Relaxed)
+        self.0
+            .links
+            .iter()
+            .all(|l| l.load(Ordering::Relaxed) == LINK_UP)
     }
 
     /// Events forwarded, received, skipped by reason, reconnects.
@@ -324,22 +341,29 @@ impl Federation {
         self.0.skipped[why as usize].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// A Redis command succeeded.
-    fn up(&self) {
-        if !self.0.redis_up.swap(true, Ordering::Relaxed) {
+    /// A Redis command of `task` succeeded.
+    fn up(&self, task: Link) {
+        let was = self.0.links[task as usize].swap(LINK_UP, Ordering::Relaxed);
+        if was != LINK_UP && self.redis_up() {
             tracing::info!("federation: Redis reachable");
         }
     }
 
-    /// A Redis command failed: `what` says which task and command.
-    fn down(&self, what: &str, e: &redis::RedisError) {
-        let message = format!("{what}: {}", link::describe(e));
-        if self.0.redis_up.swap(false, Ordering::Relaxed) {
-            tracing::warn!(error = %message, "federation: Redis unreachable; local clients are still served, retrying");
+    /// A Redis command of `task` failed (or it cannot go on: `reason`).
+    /// Logged as a warning when the task was up or had not tried yet.
+    fn down(&self, task: Link, reason: String) {
+        let was = self.0.links[task as usize].swap(LINK_DOWN, Ordering::Relaxed);
+        if was != LINK_DOWN {
+            tracing::warn!(error = %reason, "federation: Redis unreachable; local clients are still served, retrying");
         } else {
-            tracing::debug!(error = %message, "federation: Redis still unreachable");
+            tracing::debug!(error = %reason, "federation: Redis still unreachable");
         }
-        *self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+        *self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    /// [`Federation::down`] for a failed Redis command.
+    fn failed(&self, task: Link, what: &str, e: &redis::RedisError) {
+        self.down(task, format!("{what}: {}", link::describe(e)));
     }
 }
 

@@ -8,8 +8,6 @@
 //! is the origin's); the receiver validates it like a producer's input and
 //! keeps its `timestamp` and `time`, so every node stores the same body.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -67,8 +65,8 @@ struct PeerEvent<'a> {
 
 impl Entry {
     /// Reads an entry's fields; `None` when one is missing or malformed.
-    pub fn decode(fields: &HashMap<String, redis::Value>) -> Option<Entry> {
-        let bytes = |name: &str| match fields.get(name)? {
+    pub fn decode(fields: &[(Vec<u8>, redis::Value)]) -> Option<Entry> {
+        let bytes = |name: &str| match &fields.iter().find(|(n, _)| n == name.as_bytes())?.1 {
             redis::Value::BulkString(b) => Some(b.as_slice()),
             _ => None,
         };
@@ -191,12 +189,12 @@ mod tests {
         ] {
             assert!(entry(bad.clone()).to_new_event(RULES).is_err(), "{bad}");
         }
-        let fields = |pairs: &[(&str, &str)]| -> HashMap<String, redis::Value> {
+        let fields = |pairs: &[(&str, &str)]| -> Vec<(Vec<u8>, redis::Value)> {
             pairs
                 .iter()
                 .map(|(k, v)| {
                     (
-                        k.to_string(),
+                        k.as_bytes().to_vec(),
                         redis::Value::BulkString(v.as_bytes().to_vec()),
                     )
                 })
@@ -213,15 +211,13 @@ mod tests {
             .iter()
             .enumerate()
         {
-            let mut f = fields(&good);
-            f.insert(
-                bad.0.into(),
-                redis::Value::BulkString(bad.1.as_bytes().to_vec()),
-            );
-            assert!(Entry::decode(&f).is_none(), "case {i}");
+            let f: Vec<_> = good
+                .iter()
+                .map(|(k, v)| if *k == bad.0 { (*k, bad.1) } else { (*k, *v) })
+                .collect();
+            assert!(Entry::decode(&fields(&f)).is_none(), "case {i}");
         }
-        let mut missing = fields(&good);
-        missing.remove("event");
+        let missing = fields(&good[..3]);
         assert!(Entry::decode(&missing).is_none());
     }
 }

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 impl Store {
     /// This node's federation id: `configured` when given (and kept, so
     /// that removing it later keeps the same id), else the one generated at
-    /// first start: the host name and eight random hex digits.
+    /// first start: the host name and eight random hex digits. Call it
+    /// before the writer starts: a changed id marks the old one's events.
     ///
     /// Refuses an id this store holds events of as another node's (it has
     /// an origin mark): a node's own entries never get one, so this is a
@@ -39,13 +40,42 @@ impl Store {
         }
         let id = match (configured, stored) {
             (Some(c), Some(s)) if c == s => return Ok(s),
-            (Some(c), _) => c.to_owned(),
+            (Some(c), Some(old)) => {
+                // This node's entries under its old id, still in Redis, come
+                // back as another node's: they are the events up to here.
+                self.mark_origin(&old, self.visible_seq())?;
+                tracing::warn!(old = %old, new = %c, "federation: the node id changed; events produced here so far count as the old id's");
+                c.to_owned()
+            }
+            (Some(c), None) => c.to_owned(),
             (None, Some(s)) => return Ok(s),
             (None, None) => generated_node_id(),
         };
         meta.insert(keys::META_NODE_ID, id.as_bytes())?;
         self.0.db.flush()?;
         Ok(id)
+    }
+
+    /// Sets a node's origin mark before the writer starts (it reads the
+    /// marks when it is taken: [`Store::writer`]).
+    fn mark_origin(&self, node: &str, seq: u64) -> Result<()> {
+        if self
+            .0
+            .writer_taken
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::Internal(
+                "origin marks can only be set before the writer starts".into(),
+            ));
+        }
+        let mut marks = self.0.origins_at_open.lock().expect("origins lock");
+        let seq = seq.max(marks.get(node).copied().unwrap_or(0));
+        if seq == 0 {
+            return Ok(());
+        }
+        self.0.meta.insert(origin_key(node), &seq.to_be_bytes())?;
+        marks.insert(node.into(), seq);
+        Ok(())
     }
 
     /// Every local seq up to this one has been forwarded.
@@ -245,8 +275,41 @@ mod tests {
             None,
             "stored in the data dir: give this node a new federation.node_id",
         );
+        // Changing the id marks the old one's events: before the writer starts.
+        assert!(store.node_id(Some("edge-2")).is_err());
+        store.flush_blocking().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
         assert_eq!(store.node_id(Some("edge-2")).unwrap(), "edge-2");
         assert_eq!(store.node_id(None).unwrap(), "edge-2");
+        // The old id's mark kept its higher value (3 > the one event here).
+        assert_eq!(store.origins().unwrap().get("edge-1"), Some(&3));
+    }
+
+    #[test]
+    fn a_changed_id_marks_the_events_produced_so_far_as_the_old_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+            assert_eq!(store.node_id(Some("a")).unwrap(), "a");
+            let mut local = peer_event("x", 1, None);
+            local.origin = None;
+            let mut writer = store.writer();
+            writer.write_group(&[vec![local.clone(), local]]).unwrap();
+            writer.publish_visible();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        assert_eq!(store.node_id(Some("a2")).unwrap(), "a2");
+        // Its own entries under "a", read back from Redis, are repeats.
+        assert_eq!(
+            write(
+                &store,
+                vec![peer_event("a", 2, None), peer_event("a", 3, None)]
+            ),
+            [0, 3]
+        );
+        assert!(store.node_id(Some("a")).is_err());
     }
 
     #[test]

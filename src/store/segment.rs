@@ -70,6 +70,8 @@ impl SegmentBuilder {
     pub fn push(&mut self, e: &EntryFields) {
         let user = e.user_id.unwrap_or("");
         let (origin, origin_seq) = e.origin.unwrap_or(("", 0));
+        // Node ids are checked at every door (`federation::valid_node_id`: at most 64).
+        debug_assert!(origin.len() <= u8::MAX as usize, "origin node id too long");
         let json_len: usize = e.json.iter().map(|p| p.len()).sum();
         let body_len = ENTRY_FIXED
             + e.stream.len()
