@@ -17,7 +17,7 @@ test: test-deps
 ## the Python clients of tests/interop, schemathesis for tests/schemathesis.rs,
 ## Debian's chromium and chromium-driver for tests/browser.rs, and for
 ## tests/packaging.rs cargo-deb (cargo install) with dpkg-dev, lintian and
-## systemd's systemd-analyze, and redis-server for tests/federation.rs
+## systemd's systemd-analyze, and redis-server for tests/federation*.rs
 ## (apt-get; CI runs as root).
 PY_MODULES = requests sseclient-py websockets schemathesis
 test-deps: cargo-deb

@@ -638,7 +638,7 @@ async fn a_federated_export_imports_as_a_new_node_and_version_1_files_still_impo
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains(
-            r#"while starting federation: this data dir holds events of node "edge-1" restored from a backup"#
+            r#"while starting federation: this data dir holds events of node "edge-1" as another node's (restored from its backup"#
         ) && err.contains("give this node a new federation.node_id (or leave it unset"),
         "{err}"
     );

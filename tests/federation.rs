@@ -1,313 +1,42 @@
 //! Federation through Redis, with a real `redis-server` per test and two or
 //! three real nodes: events published on one node reach every node's
 //! clients exactly once with the same JSON (except the local `id`),
-//! send-to-user crosses nodes, nodes ride out a Redis outage, a graceful
-//! restart and a SIGKILL without losing or repeating anything, a quick
-//! Redis restart leaves a node ready once Redis answers again, the
-//! `federation.streams` filter holds both ways, the cluster view and the
+//! send-to-user crosses nodes, a restarted node catches up and keeps its
+//! generated id, the `federation.streams` filter holds both ways and
+//! `streams.auto_create = false` keeps unknown streams out, the member set
+//! `<prefix>:nodes` follows nodes that stop or die, the cluster view and the
 //! metrics add up, and bad federation settings are refused without echoing
-//! a password.
+//! a password. Outages, crashes and bad entries: `federation_faults.rs`.
 //!
-//! "Exactly once" is checked after a *fence*: every node publishes one more
-//! event to a shared stream and the test waits until every node holds every
-//! fence. Each node forwards its log in order and reads the one Redis
-//! Stream in order, so whatever any node forwarded before its fence (a
-//! repeat included) has by then been read by every node; counting after
-//! that cannot miss a late duplicate.
-//!
-//! Without `redis-server` on PATH the tests that need it skip loudly
-//! (fail with `TIDINGS_REQUIRE_ALL=1`); see `common::redis`.
+//! "Exactly once" is checked after a fence (`common::federation::settle`).
+//! Without `redis-server` on PATH the tests that need it skip loudly (fail
+//! with `TIDINGS_REQUIRE_ALL=1`); see `common::redis`.
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::client::{Api, BATCH, HEALTH, STREAMS, assert_digits};
-use common::process::ServerProcess;
-use common::redis::{RedisServer, Reply};
+use common::client::{Api, HEALTH, STREAMS, assert_digits};
+use common::federation::{
+    FED_WAIT, FENCES, Logged, Node, admin, all_events, assert_converged, assert_exactly,
+    assert_same_json, blocking, check_cluster, eventually, federate, federation_lines,
+    federation_samples, federation_value, markers, process_env, publisher, scrape, settle, skipped,
+    start_node, stream_events, wait_cluster, without_id,
+};
+use common::redis::RedisServer;
 use common::ws::{Ws, expect, recv, send};
 use common::{TEST_JWT_SECRET, TestServer, hs256_token, within};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tidings::config::Config;
 use tidings::grpc::pb::realtime::realtime_service_client::RealtimeServiceClient;
 use tidings::grpc::pb::realtime::{GetConnectionStatsRequest, SendToUserRequest};
 use tokio_tungstenite::connect_async;
 use tonic::transport::Channel;
-
-/// Deadline for anything that crosses the cluster (heartbeats are 1 s).
-const FED_WAIT: Duration = Duration::from_secs(20);
-
-/// The stream every fence goes to (shared under every filter used here).
-const FENCES: &str = "shared.fence";
-
-/// One node as the test sees it: its federation name and a client.
-#[derive(Clone)]
-struct Node {
-    name: String,
-    api: Api,
-}
-
-impl Node {
-    fn of(name: &str, server: &TestServer) -> Node {
-        Node {
-            name: name.into(),
-            api: Api::new(server),
-        }
-    }
-
-    fn at(name: &str, base: &str) -> Node {
-        Node {
-            name: name.into(),
-            api: Api {
-                http: reqwest::Client::new(),
-                base: base.into(),
-            },
-        }
-    }
-
-    /// The same node, its requests made with `token`.
-    fn with_token(self, token: &str) -> Node {
-        Node {
-            api: Api::at_with_token(&self.api.base, token),
-            ..self
-        }
-    }
-
-    /// `components.federation` of `/health/detailed`.
-    async fn federation(&self) -> Value {
-        let (_, health) = self.api.get_json(HEALTH).await;
-        health["components"]["federation"].clone()
-    }
-
-    /// Publishes an event carrying `data.marker`; requires 201.
-    async fn publish(&self, stream: &str, marker: &str) -> Value {
-        self.api
-            .publish(json!({
-                "stream_id": stream,
-                "type": "fed.test",
-                "source": format!("node-{}", self.name),
-                "data": { "marker": marker },
-            }))
-            .await
-    }
-}
-
-/// Sets the federation keys every node of `redis_url`'s cluster shares.
-fn federate(c: &mut Config, redis_url: &str, node_id: Option<&str>) {
-    c.federation.redis_url = Some(redis_url.into());
-    c.federation.node_id = node_id.map(Into::into);
-    c.federation.heartbeat_secs = 1;
-}
-
-/// A node named `id` of `redis`'s cluster, with `tweak` applied last.
-async fn start_node(redis: &RedisServer, id: &str, tweak: impl FnOnce(&mut Config)) -> TestServer {
-    let url = redis.url();
-    TestServer::start_with(|c| {
-        federate(c, &url, Some(id));
-        tweak(c);
-    })
-    .await
-}
-
-/// Polls `probe` until it answers `Ok`; after `FED_WAIT` panics with
-/// `what` and the probe's last `Err` (what it saw instead). Like
-/// `common::wait_until`, with the last observation in the failure.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let end = tokio::time::Instant::now() + FED_WAIT;
-    loop {
-        match probe().await {
-            Ok(done) => return done,
-            Err(seen) if tokio::time::Instant::now() > end => {
-                panic!("timed out after {FED_WAIT:?} waiting for {what}; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// Checks a node's federation component against a healthy cluster of
-/// exactly `alive` (itself flagged `self`, the others not).
-fn check_cluster(f: &Value, me: &str, alive: &[&str]) -> Result<(), String> {
-    let nodes = f["nodes"].as_array().ok_or_else(|| f.to_string())?;
-    let mut seen: Vec<(String, bool)> = nodes
-        .iter()
-        .map(|n| {
-            (
-                n["node_id"].as_str().unwrap_or("?").to_owned(),
-                n["self"] == true,
-            )
-        })
-        .collect();
-    seen.sort();
-    let mut want: Vec<(String, bool)> = alive.iter().map(|n| (n.to_string(), *n == me)).collect();
-    want.sort();
-    let ok = f["status"] == "ok"
-        && f["redis"] == "up"
-        && f["node_id"] == me
-        && f["nodes_alive"] == alive.len()
-        && seen == want
-        && nodes.iter().all(|n| {
-            n["last_seen"].is_u64()
-                && ["websocket", "sse", "long_poll", "grpc_streams"]
-                    .iter()
-                    .all(|k| n["connections"][k].is_u64())
-        });
-    if ok { Ok(()) } else { Err(f.to_string()) }
-}
-
-/// Waits until every node of `nodes` sees exactly `alive` alive.
-async fn wait_cluster(nodes: &[Node], alive: &[&str]) {
-    for node in nodes {
-        eventually(
-            &format!("node {} to see {alive:?} alive", node.name),
-            || async move { check_cluster(&node.federation().await, &node.name, alive) },
-        )
-        .await;
-    }
-}
-
-/// Every event an anonymous poll of all streams returns, oldest first.
-async fn all_events(api: &Api) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let (events, cursor) = api.poll(&format!("limit=1000&after={after}")).await;
-        if events.is_empty() {
-            return out;
-        }
-        after = cursor;
-        out.extend(events);
-    }
-}
-
-/// The events of `stream` on a node, oldest first.
-async fn stream_events(api: &Api, stream: &str) -> Vec<Value> {
-    api.poll(&format!("streams={stream}&limit=1000")).await.0
-}
-
-fn marker(event: &Value) -> Option<&str> {
-    event["data"]["marker"].as_str()
-}
-
-fn markers(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(marker).collect()
-}
-
-/// `event` without its node-local `id`.
-fn without_id(event: &Value) -> Value {
-    let mut e = event.clone();
-    e.as_object_mut()
-        .unwrap_or_else(|| panic!("event is an object: {event}"))
-        .remove("id");
-    e
-}
-
-/// Publishes a fence on every node and waits until every node holds all of
-/// them (see the module docs); returns their markers.
-async fn settle(nodes: &[Node], round: &str) -> BTreeSet<String> {
-    let mut fences = BTreeSet::new();
-    for node in nodes {
-        let m = format!("fence-{round}-{}", node.name);
-        node.publish(FENCES, &m).await;
-        fences.insert(m);
-    }
-    let fences_ref = &fences;
-    for node in nodes {
-        eventually(
-            &format!("fences {fences:?} on node {}", node.name),
-            || async move {
-                let events = stream_events(&node.api, FENCES).await;
-                let got: BTreeSet<String> =
-                    markers(&events).into_iter().map(String::from).collect();
-                if fences_ref.is_subset(&got) {
-                    Ok(())
-                } else {
-                    Err(format!("{got:?}"))
-                }
-            },
-        )
-        .await;
-    }
-    fences
-}
-
-/// Asserts the node holds exactly the events marked `want`, each once;
-/// returns them by marker, without their ids.
-async fn assert_exactly(node: &Node, want: &BTreeSet<String>) -> BTreeMap<String, Value> {
-    let events = eventually(
-        &format!(
-            "node {} to hold exactly {} marked events",
-            node.name,
-            want.len()
-        ),
-        || async move {
-            let events = all_events(&node.api).await;
-            let got: BTreeSet<&str> = markers(&events).into_iter().collect();
-            let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
-            if got == want {
-                Ok(events)
-            } else {
-                let missing: Vec<_> = want.difference(&got).take(10).collect();
-                let extra: Vec<_> = got.difference(&want).take(10).collect();
-                Err(format!(
-                    "{} distinct, missing (first 10) {missing:?}, unexpected {extra:?}",
-                    got.len()
-                ))
-            }
-        },
-    )
-    .await;
-    let mut by_marker = BTreeMap::new();
-    let mut repeated = BTreeMap::<String, usize>::new();
-    for e in events.iter().filter(|e| marker(e).is_some()) {
-        let m = marker(e).expect("marked").to_owned();
-        if by_marker.insert(m.clone(), without_id(e)).is_some() {
-            *repeated.entry(m).or_insert(1) += 1;
-        }
-    }
-    assert!(
-        repeated.is_empty(),
-        "node {}: events stored more than once (marker: copies): {repeated:?}",
-        node.name
-    );
-    by_marker
-}
-
-/// Asserts the events both nodes hold are identical except for their ids.
-fn assert_same_json(
-    (a, a_events): (&str, &BTreeMap<String, Value>),
-    (b, b_events): (&str, &BTreeMap<String, Value>),
-) {
-    let mut compared = 0;
-    for (m, ev) in a_events {
-        if let Some(other) = b_events.get(m) {
-            assert_eq!(ev, other, "event {m} on node {a} and on node {b}");
-            compared += 1;
-        }
-    }
-    assert!(compared > 0, "nodes {a} and {b} share no event");
-}
-
-/// Asserts every node holds exactly `want` (each once) and the same JSON.
-async fn assert_converged(nodes: &[Node], want: &BTreeSet<String>) {
-    let mut held = Vec::new();
-    for node in nodes {
-        held.push((node.name.as_str(), assert_exactly(node, want).await));
-    }
-    for pair in held.windows(2) {
-        assert_same_json((pair[0].0, &pair[0].1), (pair[1].0, &pair[1].1));
-    }
-}
 
 /// A WebSocket on `/ws` (with `?token=` when given) past its greeting.
 async fn ws_connect(server: &TestServer, token: Option<&str>) -> Ws {
@@ -369,74 +98,6 @@ impl Sse {
     }
 }
 
-/// `GET /metrics` as text.
-async fn scrape(api: &Api) -> String {
-    let r = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(r.status(), 200, "GET /metrics");
-    r.text().await.expect("metrics body")
-}
-
-/// The samples of the family `tidings_federation_<name>` (`name` with its
-/// `_total` for counters): (labels as `k="v",…`, value).
-fn federation_samples(text: &str, name: &str) -> Vec<(String, f64)> {
-    let full = format!("tidings_federation_{name}");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(&full)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(r) => r.split_once("} ")?,
-                None => ("", rest.strip_prefix(' ')?),
-            };
-            let value = value.split(' ').next()?.parse().ok()?;
-            Some((labels.to_owned(), value))
-        })
-        .collect()
-}
-
-/// The one unlabelled sample of `tidings_federation_<name>`.
-fn federation_value(text: &str, name: &str) -> f64 {
-    let samples = federation_samples(text, name);
-    assert_eq!(
-        samples.len(),
-        1,
-        "one sample of tidings_federation_{name} in:\n{}",
-        federation_lines(text)
-    );
-    samples[0].1
-}
-
-/// `tidings_federation_skipped_total{reason}`.
-fn skipped(text: &str, reason: &str) -> f64 {
-    let label = format!("reason=\"{reason}\"");
-    federation_samples(text, "skipped_total")
-        .iter()
-        .filter(|(l, _)| l.split(',').any(|kv| kv == label))
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// The exposition's federation lines, for failure messages.
-fn federation_lines(text: &str) -> String {
-    text.lines()
-        .filter(|l| l.contains("federation"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn admin() -> String {
-    hs256_token("ops", &["ADMIN"])
-}
-
-fn publisher() -> String {
-    hs256_token("booking-worker", &["PUBLISHER"])
-}
-
 /// `msg` with `authorization: Bearer <token>`.
 fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
@@ -459,11 +120,6 @@ async fn realtime(server: &TestServer) -> RealtimeServiceClient<Channel> {
     .await
     .expect("gRPC connect");
     RealtimeServiceClient::new(channel)
-}
-
-/// Blocking work (Redis start/stop, child processes) off the async threads.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -764,223 +420,6 @@ async fn send_to_user_crosses_nodes_and_reaches_only_that_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nodes_ride_out_a_redis_outage_and_converge() {
-    let Some(mut redis) = blocking(RedisServer::start) else {
-        return;
-    };
-    let a = start_node(&redis, "a", |c| c.federation.required = true).await;
-    let b = start_node(&redis, "b", |_| {}).await;
-    let c = start_node(&redis, "c", |_| {}).await;
-    let nodes = [Node::of("a", &a), Node::of("b", &b), Node::of("c", &c)];
-    let [na, nb, nc] = &nodes;
-    wait_cluster(&nodes, &["a", "b", "c"]).await;
-    let mut want = BTreeSet::new();
-    for node in &nodes {
-        let m = format!("before-{}", node.name);
-        node.publish("orders", &m).await;
-        want.insert(m);
-    }
-    want.extend(settle(&nodes, "before").await);
-
-    blocking(|| redis.stop());
-    // A (required) is not ready, and says why; B is, and says Redis is down.
-    for path in ["/health/ready", "/ready"] {
-        eventually(&format!("A's {path} to fail for Redis"), || async move {
-            let (status, body) = na.api.get_json(path).await;
-            let reason = body["reason"].as_str().unwrap_or("");
-            if status == 503 && body["status"] == "not_ready" && reason.contains("Redis") {
-                Ok(())
-            } else {
-                Err(format!("{status} {body}"))
-            }
-        })
-        .await;
-    }
-    let (status, health) = na.api.get_json(HEALTH).await;
-    assert_eq!(
-        (status, &health["status"]),
-        (503, &json!("degraded")),
-        "{health}"
-    );
-    let f = &health["components"]["federation"];
-    assert_eq!(
-        (&f["status"], &f["redis"], &f["required"]),
-        (&json!("down"), &json!("down"), &json!(true)),
-        "{f}"
-    );
-    assert!(
-        f["last_error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{f}"
-    );
-    eventually("B to see Redis down", || async move {
-        let f = nb.federation().await;
-        if f["redis"] == "down" {
-            Ok(())
-        } else {
-            Err(f.to_string())
-        }
-    })
-    .await;
-    for path in ["/health/ready", "/ready"] {
-        let (status, body) = nb.api.get_json(path).await;
-        assert_eq!(
-            (status, &body["status"]),
-            (200, &json!("ready")),
-            "B {path}: {body}"
-        );
-    }
-    let (status, health) = nb.api.get_json(HEALTH).await;
-    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
-    // The outage lasts until A has retried a connection (and failed):
-    // what follows happens while every node knows Redis is away.
-    let reconnects = eventually("A to retry Redis", || async move {
-        let text = scrape(&na.api).await;
-        let retried = federation_value(&text, "reconnects_total");
-        if federation_value(&text, "redis_up") == 0.0 && retried >= 1.0 {
-            Ok(retried)
-        } else {
-            Err(federation_lines(&text))
-        }
-    })
-    .await;
-
-    // Every node keeps taking events and serving its own readers.
-    let mut during = BTreeSet::new();
-    for n in 0..5 {
-        for node in [na, nb] {
-            let m = format!("during-{}-{n}", node.name);
-            node.publish("orders", &m).await;
-            during.insert(m);
-        }
-    }
-    let batch: Vec<Value> = (0..3)
-        .map(|n| json!({ "stream_id": "payments", "type": "fed.test", "data": { "marker": format!("during-c-{n}") } }))
-        .collect();
-    nc.api.publish_batch(batch).await;
-    during.extend((0..3).map(|n| format!("during-c-{n}")));
-    let held: Vec<String> = markers(&all_events(&nb.api).await)
-        .into_iter()
-        .map(String::from)
-        .collect();
-    assert!(
-        during
-            .iter()
-            .filter(|m| m.starts_with("during-b"))
-            .all(|m| held.contains(m)),
-        "B serves its own events while Redis is down: {held:?}"
-    );
-    eventually(
-        "A's forward lag to count its unsent events",
-        || async move {
-            let f = na.federation().await;
-            if f["forward_lag_events"].as_u64() >= Some(5) {
-                Ok(())
-            } else {
-                Err(f.to_string())
-            }
-        },
-    )
-    .await;
-    want.extend(during);
-
-    blocking(|| redis.start_again());
-    wait_cluster(&nodes, &["a", "b", "c"]).await;
-    want.extend(settle(&nodes, "after").await);
-    assert_converged(&nodes, &want).await;
-    // (That it then stays ready is `a_quick_redis_restart_...` below.)
-    for path in ["/health/ready", "/ready"] {
-        eventually(&format!("A's {path} back to ready"), || async move {
-            let (status, body) = na.api.get_json(path).await;
-            if status == 200 && body["status"] == "ready" {
-                Ok(())
-            } else {
-                Err(format!("{status} {body}"))
-            }
-        })
-        .await;
-    }
-    for node in &nodes {
-        eventually(
-            &format!("node {} forward lag 0", node.name),
-            || async move {
-                let f = node.federation().await;
-                if f["forward_lag_events"] == 0 {
-                    Ok(())
-                } else {
-                    Err(f.to_string())
-                }
-            },
-        )
-        .await;
-    }
-    let metrics = scrape(&na.api).await;
-    let lines = federation_lines(&metrics);
-    assert_eq!(federation_value(&metrics, "redis_up"), 1.0, "{lines}");
-    assert!(
-        federation_value(&metrics, "reconnects_total") >= reconnects,
-        "{lines}"
-    );
-    assert_eq!(skipped(&metrics, "repeat"), 0.0, "{lines}");
-}
-
-/// One look at a node that must be fully up: ready, Redis up, `alive`
-/// in its cluster view.
-async fn check_up(node: &Node, alive: &[&str]) -> Result<(), String> {
-    let (status, body) = node.api.get_json("/health/ready").await;
-    if status != 200 {
-        let f = node.federation().await;
-        return Err(format!("/health/ready {status} {body}; federation: {f}"));
-    }
-    check_cluster(&node.federation().await, &node.name, alive)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_quick_redis_restart_leaves_nodes_ready_once_it_is_back() {
-    let Some(mut redis) = blocking(RedisServer::start) else {
-        return;
-    };
-    let a = start_node(&redis, "a", |c| c.federation.required = true).await;
-    let b = start_node(&redis, "b", |_| {}).await;
-    let nodes = [Node::of("a", &a), Node::of("b", &b)];
-    let [na, nb] = &nodes;
-    wait_cluster(&nodes, &["a", "b"]).await;
-    let mut want: BTreeSet<String> = settle(&nodes, "before").await;
-
-    // A restart shorter than a heartbeat: the nodes' connections from
-    // before it are dead, Redis is not.
-    blocking(|| {
-        redis.stop();
-        redis.start_again();
-    });
-    eventually("A ready again after the restart", || async move {
-        check_up(na, &["a", "b"]).await
-    })
-    .await;
-    // From here Redis answers: for three heartbeats, while both nodes
-    // publish, A stays ready and keeps the whole cluster in view. (The only
-    // fixed-length wait in this suite: it checks that nothing goes wrong,
-    // continuously, rather than waiting for something to happen.)
-    let end = tokio::time::Instant::now() + Duration::from_secs(3);
-    let mut n = 0;
-    while tokio::time::Instant::now() < end {
-        if n < 10 {
-            for node in [na, nb] {
-                let m = format!("after-{}-{n}", node.name);
-                node.publish("orders", &m).await;
-                want.insert(m);
-            }
-            n += 1;
-        }
-        if let Err(seen) = check_up(na, &["a", "b"]).await {
-            panic!("A fell out after Redis came back: {seen}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    want.extend(settle(&nodes, "after").await);
-    assert_converged(&nodes, &want).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_node_catches_up_and_keeps_its_generated_id() {
     let Some(redis) = blocking(RedisServer::start) else {
         return;
@@ -1049,204 +488,6 @@ async fn a_restarted_node_catches_up_and_keeps_its_generated_id() {
     want.extend(settle(&nodes, "after").await);
     assert_converged(&nodes, &want).await;
     c.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_away_past_max_len_counts_a_gap_and_keeps_the_newest() {
-    let Some(redis) = blocking(RedisServer::start) else {
-        return;
-    };
-    let a = start_node(&redis, "a", |c| c.federation.max_len = 1000).await;
-    let c_dir = tempfile::tempdir().expect("C's data dir");
-    let url = redis.url();
-    let start_c = || {
-        TestServer::start_in(c_dir.path().to_path_buf(), |c| {
-            federate(c, &url, Some("c"));
-            c.federation.max_len = 1000;
-        })
-    };
-    let c = start_c().await;
-    let nodes = [Node::of("a", &a), Node::of("c", &c)];
-    let na = &nodes[0];
-    wait_cluster(&nodes, &["a", "c"]).await;
-    let fences = settle(&nodes, "before").await;
-    c.stop().await;
-
-    // 3000 events while C is away; Redis keeps about the newest 1000.
-    for round in 0..3 {
-        let batch: Vec<Value> = (0..1000)
-            .map(|n| {
-                let m = format!("g-{:04}", round * 1000 + n);
-                json!({ "stream_id": "orders", "type": "fed.gap", "data": { "marker": m } })
-            })
-            .collect();
-        na.api.publish_batch(batch).await;
-    }
-    eventually("A to forward everything", || async move {
-        let f = na.federation().await;
-        if f["forward_lag_events"] == 0 && f["forwarded"].as_u64() >= Some(3001) {
-            Ok(())
-        } else {
-            Err(f.to_string())
-        }
-    })
-    .await;
-    let kept = match blocking(|| redis.query(&["XLEN", "tidings:events"])) {
-        Reply::Int(n) => n,
-        other => panic!("XLEN: {other:?}"),
-    };
-    assert!((1000..3000).contains(&kept), "XLEN after trimming: {kept}");
-
-    let c = start_c().await;
-    let nc = Node::of("c", &c);
-    let text = eventually("C to count the gap", || {
-        let nc = nc.clone();
-        async move {
-            let text = scrape(&nc.api).await;
-            if federation_samples(&text, "gaps_total") == [(String::new(), 1.0)] {
-                Ok(text)
-            } else {
-                Err(federation_lines(&text))
-            }
-        }
-    })
-    .await;
-    assert_eq!(skipped(&text, "repeat"), 0.0, "{}", federation_lines(&text));
-    let nodes = [nodes[0].clone(), nc];
-    let mut want = settle(&nodes, "after").await;
-    want.extend(fences);
-    // C holds a suffix of what A published: the newest at least, each once.
-    let held = all_events(&nodes[1].api).await;
-    let gs: Vec<u32> = markers(&held)
-        .iter()
-        .filter_map(|m| m.strip_prefix("g-"))
-        .map(|n| n.parse().expect("g-NNNN"))
-        .collect();
-    let first = gs.first().copied().unwrap_or(3000);
-    assert!(first > 0 && first <= 2000, "C's oldest received: g-{first}");
-    assert_eq!(
-        gs,
-        (first..3000).collect::<Vec<_>>(),
-        "C holds g-{first}..g-2999, in order, once each"
-    );
-    want.extend(gs.iter().map(|n| format!("g-{n:04}")));
-    assert_exactly(&nodes[1], &want).await;
-    let on_a = scrape(&na.api).await;
-    assert_eq!(federation_value(&on_a, "gaps_total"), 0.0);
-    c.stop().await;
-}
-
-/// The env of node A as a process of `redis`'s cluster.
-fn process_env(redis_url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("TIDINGS_FEDERATION__REDIS_URL", redis_url.to_owned()),
-        ("TIDINGS_FEDERATION__NODE_ID", "a".into()),
-        ("TIDINGS_FEDERATION__HEARTBEAT_SECS", "1".into()),
-        // Small round trips: forwarding is still under way at the kill.
-        ("TIDINGS_FEDERATION__BATCH_EVENTS", "50".into()),
-    ]
-}
-
-/// A server process whose log is printed if the test fails.
-struct Logged(Option<ServerProcess>);
-
-impl Logged {
-    fn spawn(dir: &Path, env: &[(&'static str, String)]) -> Logged {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Logged(Some(blocking(|| ServerProcess::spawn(dir, &[], &env))))
-    }
-
-    fn process(&self) -> &ServerProcess {
-        self.0.as_ref().expect("running")
-    }
-
-    fn kill(mut self) {
-        let p = self.0.take().expect("running");
-        blocking(|| p.kill());
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0
-            && std::thread::panicking()
-        {
-            for line in p.startup.iter().cloned().chain(p.log.try_iter()) {
-                eprintln!("[node a] {line}");
-            }
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_killed_mid_forwarding_loses_and_repeats_nothing() {
-    let Some(redis) = blocking(RedisServer::start) else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("A's data dir");
-    let env = process_env(&redis.url());
-    let a = Logged::spawn(dir.path(), &env);
-    let b = start_node(&redis, "b", |_| {}).await;
-    let c = start_node(&redis, "c", |_| {}).await;
-    let nodes = [
-        Node::at("a", &a.process().base),
-        Node::of("b", &b),
-        Node::of("c", &c),
-    ];
-    wait_cluster(&nodes, &["a", "b", "c"]).await;
-
-    // 3000 events in 30 batches from 3 concurrent producers.
-    let producers: Vec<_> = (0..3)
-        .map(|p| {
-            let api = nodes[0].api.clone();
-            tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for round in 0..10 {
-                    let events: Vec<Value> = (0..100)
-                        .map(|n| {
-                            json!({ "stream_id": format!("load.{p}"), "type": "fed.load",
-                                    "data": { "marker": format!("k-{p}-{round}-{n}"), "pad": "x".repeat(200) } })
-                        })
-                        .collect();
-                    let (status, ack) = api.post_json(BATCH, &json!({ "events": events })).await;
-                    assert_eq!(status, 201, "batch: {ack}");
-                    acked.extend(events.iter().map(|e| e["data"]["marker"].as_str().unwrap().to_owned()));
-                }
-                acked
-            })
-        })
-        .collect();
-    let mut want = BTreeSet::new();
-    for p in producers {
-        want.extend(within("producers", FED_WAIT, p).await.expect("producer"));
-    }
-    assert_eq!(want.len(), 3000);
-    a.kill();
-    let in_redis = match blocking(|| redis.query(&["XLEN", "tidings:events"])) {
-        Reply::Int(n) => n,
-        other => panic!("XLEN: {other:?}"),
-    };
-    eprintln!("federation kill test: {in_redis} of 3000 events were in Redis at the kill");
-
-    nodes[1].publish("orders", "b-while-a-down").await;
-    want.insert("b-while-a-down".into());
-    let a = Logged::spawn(dir.path(), &env);
-    let nodes = [
-        Node::at("a", &a.process().base),
-        Node::of("b", &b),
-        Node::of("c", &c),
-    ];
-    wait_cluster(&nodes, &["a", "b", "c"]).await;
-    want.extend(settle(&nodes, "after").await);
-    assert_converged(&nodes, &want).await;
-    let on_a = nodes[0].federation().await;
-    assert_eq!(on_a["forward_lag_events"], 0, "{on_a}");
-    let on_b = scrape(&nodes[1].api).await;
-    eprintln!(
-        "federation kill test: B skipped {} repeated entries",
-        skipped(&on_b, "repeat")
-    );
-    drop(a);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1338,6 +579,126 @@ async fn stream_filter_holds_both_ways_and_metrics_add_up() {
         assert_eq!(f["received"].as_f64(), Some(received), "{f}");
         assert_eq!(f["skipped"].as_f64(), Some(all_skipped), "{f}\n{lines}");
     }
+}
+
+/// `PUT /api/v1/streams/{id}` with no settings: creates the stream (201).
+async fn create_stream(admin: &Api, id: &str) {
+    let (status, body) = admin
+        .send(
+            Method::PUT,
+            &format!("/api/v1/streams/{id}"),
+            &[("content-type", "application/json")],
+            "{}",
+        )
+        .await;
+    assert_eq!(status, 201, "PUT /api/v1/streams/{id}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_auto_create_a_node_stores_only_streams_it_has() {
+    let Some(redis) = blocking(RedisServer::start) else {
+        return;
+    };
+    let a = start_node(&redis, "a", |_| {}).await;
+    let b = start_node(&redis, "b", |c| {
+        c.streams.auto_create = false;
+        c.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
+        c.auth.allow_anonymous = Some(true);
+    })
+    .await;
+    let nodes = [Node::of("a", &a), Node::of("b", &b).with_token(&admin())];
+    let [na, nb] = &nodes;
+    for stream in [FENCES, "known"] {
+        create_stream(&nb.api, stream).await;
+    }
+    wait_cluster(&nodes, &["a", "b"]).await;
+    for (stream, m) in [
+        ("unknown", "u-0"),
+        ("known", "k-0"),
+        ("unknown.too", "u-1"),
+        ("known", "k-1"),
+    ] {
+        na.publish(stream, m).await;
+    }
+    let fences = settle(&nodes, "1").await;
+    let mut on_b: BTreeSet<String> = ["k-0", "k-1"].map(String::from).into();
+    on_b.extend(fences.iter().cloned());
+    let mut on_a = on_b.clone();
+    on_a.extend(["u-0", "u-1"].map(String::from));
+    assert_exactly(na, &on_a).await;
+    assert_exactly(nb, &on_b).await;
+    let text = scrape(&nb.api).await;
+    let lines = federation_lines(&text);
+    assert_eq!(skipped(&text, "stream"), 2.0, "{lines}");
+    assert_eq!(skipped(&text, "invalid"), 0.0, "{lines}");
+    let (status, body) = nb.api.get_json("/api/v1/streams/unknown").await;
+    assert_eq!(status, 404, "B did not create the stream: {body}");
+
+    // Once B has the stream, what follows in it is stored (what went
+    // before is not fetched again).
+    create_stream(&nb.api, "unknown").await;
+    na.publish("unknown", "u-2").await;
+    let fences = settle(&nodes, "2").await;
+    on_b.extend(fences.iter().cloned());
+    on_b.insert("u-2".into());
+    assert_exactly(nb, &on_b).await;
+    assert_eq!(skipped(&scrape(&nb.api).await, "stream"), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_member_set_follows_nodes_that_stop_or_die() {
+    let Some(redis) = blocking(RedisServer::start) else {
+        return;
+    };
+    // A and B beat every 4 s (their keys live 12 s); C every second.
+    let slow = |c: &mut Config| c.federation.heartbeat_secs = 4;
+    let a = start_node(&redis, "a", slow).await;
+    let b = start_node(&redis, "b", slow).await;
+    let c_dir = tempfile::tempdir().expect("C's data dir");
+    let c = Logged::spawn("c", c_dir.path(), &process_env(&redis.url(), "c"));
+    let nodes = [Node::of("a", &a), Node::of("b", &b), c.node()];
+    let na = &nodes[0];
+    wait_cluster(&nodes, &["a", "b", "c"]).await;
+    let members = || blocking(|| redis.strings(&["SMEMBERS", "tidings:nodes"]));
+    assert_eq!(members(), ["a", "b", "c"]);
+    for (id, ttl) in [("a", 12), ("b", 12), ("c", 3)] {
+        let left = blocking(|| redis.int(&["TTL", &format!("tidings:node:{id}")]));
+        assert!(0 < left && left <= ttl, "TTL of node {id}'s key: {left}");
+    }
+
+    // B stops: it leaves the set and drops its key before it is gone, and
+    // A sees it gone at its next beat, well before B's key would expire.
+    b.stop().await;
+    let stopped = tokio::time::Instant::now();
+    assert_eq!(members(), ["a", "c"], "B left the set as it stopped");
+    assert_eq!(blocking(|| redis.int(&["EXISTS", "tidings:node:b"])), 0);
+    eventually("A to see B gone", || async move {
+        check_cluster(&na.federation().await, "a", &["a", "c"])
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "A saw B gone only after {:?}",
+        stopped.elapsed()
+    );
+
+    // C is killed: its key expires after three of its beats, and then A
+    // drops it from the set and from its view.
+    c.kill();
+    eventually("C out of the set", || async {
+        match members() {
+            m if m == ["a"] => Ok(()),
+            m => Err(format!("{m:?}")),
+        }
+    })
+    .await;
+    assert_eq!(blocking(|| redis.int(&["EXISTS", "tidings:node:c"])), 0);
+    eventually("A alone", || async move {
+        check_cluster(&na.federation().await, "a", &["a"])
+    })
+    .await;
+    let text = scrape(&na.api).await;
+    assert_eq!(federation_value(&text, "nodes_alive"), 1.0);
 }
 
 #[tokio::test]

@@ -34,8 +34,9 @@ impl Store {
                 "it is also the node id stored in the data dir: give this node a new federation.node_id"
             };
             return Err(Error::Conflict(format!(
-                "this data dir holds events of node {id:?} restored from a backup (or received \
-                 from it); {what}"
+                "this data dir holds events of node {id:?} as another node's (restored from its \
+                 backup, produced under an earlier node_id of this node, or received from it); \
+                 {what}"
             )));
         }
         let id = match (configured, stored) {
@@ -251,7 +252,7 @@ mod tests {
             let err = err.to_string();
             assert!(
                 err.starts_with(
-                    r#"this data dir holds events of node "edge-1" restored from a backup"#
+                    r#"this data dir holds events of node "edge-1" as another node's (restored from its backup"#
                 ) && err.ends_with(want),
                 "{err}"
             );

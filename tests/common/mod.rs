@@ -1,10 +1,12 @@
 //! Test harness: a real server on 127.0.0.1:0 with a temporary data dir, and
 //! helpers to wait for conditions with deadlines (never fixed sleeps).
-//! `client` is the HTTP client the suites share; `process` runs the binary.
+//! `client` is the HTTP client the suites share; `process` runs the binary;
+//! `redis` and `federation` serve the federation suites.
 #![allow(dead_code)]
 
 pub mod browser;
 pub mod client;
+pub mod federation;
 pub mod process;
 pub mod redis;
 pub mod ws;

@@ -7,7 +7,9 @@
 //! `RedisServer::start` returns `None` after a loud message when
 //! `redis-server` is not on PATH, unless `TIDINGS_REQUIRE_ALL=1` (set by
 //! `make test`, whose `test-deps` installs it), which makes it a failure.
-//! `query` speaks enough RESP for a test to look at keys (no redis crate).
+//! `query` speaks enough RESP for a test to look at keys and to write
+//! entries the server would never write (`query_bytes`: any bytes); no
+//! redis crate.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -135,16 +137,50 @@ impl RedisServer {
 
     /// Sends one command (e.g. `["XLEN", "tidings:events"]`) and reads its reply.
     pub fn query(&self, args: &[&str]) -> Reply {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.query_bytes(&args)
+    }
+
+    /// [`RedisServer::query`] with arguments of any bytes (a RESP array of
+    /// bulk strings), e.g. a field name that is not UTF-8.
+    pub fn query_bytes(&self, args: &[&[u8]]) -> Reply {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
         conn.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
-        let mut request = format!("*{}\r\n", args.len());
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
-            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            request.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            request.extend_from_slice(a);
+            request.extend_from_slice(b"\r\n");
         }
-        (&conn).write_all(request.as_bytes()).expect("send command");
+        (&conn).write_all(&request).expect("send command");
         read_reply(&mut BufReader::new(conn))
+    }
+
+    /// A command whose reply must be an integer (`XLEN`, `EXISTS`, …).
+    pub fn int(&self, args: &[&str]) -> i64 {
+        match self.query(args) {
+            Reply::Int(n) => n,
+            other => panic!("{args:?}: want an integer, got {other:?}"),
+        }
+    }
+
+    /// A command whose reply must be an array of bulk strings (`SMEMBERS`,
+    /// …), sorted.
+    pub fn strings(&self, args: &[&str]) -> Vec<String> {
+        let Reply::Array(Some(items)) = self.query(args) else {
+            panic!("{args:?}: want an array");
+        };
+        let mut out: Vec<String> = items
+            .into_iter()
+            .map(|item| match item {
+                Reply::Bulk(Some(s)) => s,
+                other => panic!("{args:?}: want bulk strings, got {other:?}"),
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// The server's own log, for failure messages.
