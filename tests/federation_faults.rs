@@ -691,10 +691,10 @@ async fn a_wiped_node_under_its_old_id_forwards_nothing_until_it_gets_a_new_one(
         "A to refuse forwarding under its reused id",
         || async move {
             let f = na.federation().await;
-            let error = f["last_error"].as_str().unwrap_or("");
-            if f["redis"] == "down"
-                && error.contains("wiped or replaced")
-                && error.contains("federation.node_id")
+            let reason = f["forwarding_stopped"].as_str().unwrap_or("");
+            if f["redis"] == "up"
+                && reason.contains("wiped or replaced")
+                && reason.contains("federation.node_id")
             {
                 Ok(f)
             } else {
@@ -705,9 +705,12 @@ async fn a_wiped_node_under_its_old_id_forwards_nothing_until_it_gets_a_new_one(
     .await;
     assert_eq!(
         (&f["status"], &f["forwarded"]),
-        (&json!("down"), &json!(0)),
+        (&json!("stopped"), &json!(0)),
         "{f}"
     );
+    let text = scrape(&na.api).await;
+    assert_eq!(federation_value(&text, "forwarding_stopped"), 1.0);
+    assert_eq!(federation_value(&text, "redis_up"), 1.0);
     let (status, ready) = na.api.get_json("/health/ready").await;
     assert_eq!(status, 200, "not required: still ready: {ready}");
     let sent_before = xlen(&redis);

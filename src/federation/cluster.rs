@@ -55,6 +55,16 @@ struct Beat {
     connections: ConnectionCounts,
 }
 
+/// Removes from the member set (KEYS[1]) the ids (ARGV[2..]) whose
+/// heartbeat key (ARGV[1] ‖ id) does not exist, atomically.
+const DROP_GONE: &str = "local n = 0 \
+    for i = 2, #ARGV do \
+      if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then \
+        n = n + redis.call('SREM', KEYS[1], ARGV[i]) \
+      end \
+    end \
+    return n";
+
 /// Most nodes listed (a sanity bound on `<prefix>:nodes`).
 const MAX_NODES: usize = 1000;
 
@@ -198,7 +208,9 @@ async fn beat(
         .query_async::<()>(conn)
         .await?;
     let mut members: Vec<String> = redis::cmd("SMEMBERS").arg(&set).query_async(conn).await?;
-    members.retain(|m| *m != inner.node_id && valid_node_id(m));
+    members.retain(|m| *m != inner.node_id);
+    let (mut members, mut gone): (Vec<String>, Vec<String>) =
+        members.into_iter().partition(|m| valid_node_id(m));
     members.sort();
     members.truncate(MAX_NODES);
     let mut nodes = Vec::new();
@@ -208,7 +220,6 @@ async fn beat(
             .map(|m| format!("{}{m}", inner.node_prefix))
             .collect();
         let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
-        let mut gone = Vec::new();
         for (member, value) in members.iter().zip(values) {
             match value.and_then(|v| serde_json::from_str::<Beat>(&v).ok()) {
                 Some(b) if b.node_id == *member => nodes.push(NodeView {
@@ -217,16 +228,21 @@ async fn beat(
                     last_seen: b.time,
                     connections: b.connections,
                 }),
-                _ => gone.push(member),
+                _ => gone.push(member.clone()),
             }
         }
-        if !gone.is_empty() {
-            redis::cmd("SREM")
-                .arg(&set)
-                .arg(&gone)
-                .query_async::<()>(conn)
-                .await?;
-        }
+    }
+    if !gone.is_empty() {
+        // Only while the key is still missing: the node may have beaten
+        // since the MGET.
+        redis::cmd("EVAL")
+            .arg(DROP_GONE)
+            .arg(1)
+            .arg(&set)
+            .arg(&inner.node_prefix)
+            .arg(&gone)
+            .query_async::<()>(conn)
+            .await?;
     }
     Ok(nodes)
 }

@@ -6,11 +6,15 @@
 //!
 //! Receivers recognise repeats by the highest seq they stored from this
 //! node, so this node must never hand out a forwarded seq again: with
-//! `durability = "async"` a batch is flushed before it is sent, and the
-//! pipeline also raises `<prefix>:forwarded` (a sorted set: node → highest
-//! seq forwarded). A session that finds this node's mark above its own log
-//! (the data dir was wiped or replaced under a configured `node_id`) stops
-//! forwarding and says so: peers would drop its new events as repeats.
+//! `durability = "async"` a batch is flushed before it is sent, and a node
+//! id belongs to one data dir: each session first claims the id in the hash
+//! `<prefix>:owners` (node id → the data dir's random `store_id`, set once).
+//! A data dir that finds its node id owned by another (it was wiped or
+//! replaced under a configured `node_id`, or two nodes share an id) stops
+//! forwarding and says so: peers would drop its new events as repeats, or
+//! mix two logs under one id. Its events stay here until it gets a new id.
+//! Each batch is sent as one MULTI/EXEC, so a refused command appends
+//! nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,9 +53,8 @@ pub(super) async fn run(
             Stop::Shutdown => return,
             Stop::Redis(f) => Some(f),
             Stop::Local => None,
-            Stop::Reused(reason) => {
-                tracing::error!("federation: {reason}");
-                fed.down(Link::Forwarder, reason);
+            Stop::Foreign(reason) => {
+                fed.stop_forwarding(reason);
                 shutdown.cancelled().await;
                 return;
             }
@@ -71,8 +74,8 @@ enum Stop {
     Redis(link::Failure),
     /// The log could not be read or flushed: wait, then go on.
     Local,
-    /// This node's id already forwarded seqs above its log: stop forwarding.
-    Reused(String),
+    /// This node's id belongs to another data dir: stop forwarding.
+    Foreign(String),
 }
 
 /// Forwards until Redis fails or shutdown.
@@ -85,32 +88,43 @@ async fn forward(
     shutdown: &CancellationToken,
 ) -> Stop {
     let inner = &fed.0;
-    let marks_key = format!("{}:forwarded", inner.cfg.key_prefix);
-    let mut zscore = redis::cmd("ZSCORE");
-    zscore.arg(&marks_key).arg(&inner.node_id);
-    let mark = zscore.query_async::<Option<f64>>(conn);
-    let mark = tokio::select! {
-        _ = shutdown.cancelled() => return Stop::Shutdown,
-        m = mark => m,
+    let store_id = match store.store_id() {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "federation: cannot read the data dir's id");
+            return Stop::Local;
+        }
     };
-    match mark {
+    let owners = format!("{}:owners", inner.cfg.key_prefix);
+    let mut claim = redis::pipe();
+    claim
+        .cmd("HSETNX")
+        .arg(&owners)
+        .arg(&inner.node_id)
+        .arg(&store_id)
+        .ignore()
+        .cmd("HGET")
+        .arg(&owners)
+        .arg(&inner.node_id);
+    let owner = tokio::select! {
+        _ = shutdown.cancelled() => return Stop::Shutdown,
+        r = claim.query_async::<(Option<String>,)>(conn) => r,
+    };
+    match owner {
         Err(error) => {
             return Stop::Redis(link::Failure {
-                what: "forwarder ZSCORE",
+                what: "forwarder HSETNX",
                 error,
             });
         }
-        Ok(Some(mark)) if mark > store.visible_seq() as f64 => {
-            return Stop::Reused(format!(
-                "node id {:?} has already forwarded events up to id {mark} but this data dir's log ends at {}: it was wiped or replaced; other nodes would drop its new events as repeats. Give this node a new federation.node_id (or leave it unset to generate one); nothing is forwarded until then",
-                inner.node_id,
-                store.visible_seq()
+        Ok((Some(owner),)) if owner != store_id => {
+            backoff.probed(fed, Link::Forwarder);
+            return Stop::Foreign(format!(
+                "node id {:?} belongs to another data dir (this one was wiped or replaced, or another node uses the same id): other nodes would drop this node's events as repeats. Give this node a new federation.node_id (or leave it unset to generate one); nothing is forwarded until then, its events stay here",
+                inner.node_id
             ));
         }
-        Ok(_) => {
-            fed.up(Link::Forwarder);
-            backoff.reset();
-        }
+        Ok(_) => backoff.probed(fed, Link::Forwarder),
     }
     let shared = fed.clone();
     let filter = Filter {
@@ -150,8 +164,8 @@ async fn forward(
             }
         };
         let mut pipe = redis::pipe();
+        pipe.atomic();
         let mut n = 0u64;
-        let mut highest = 0;
         for item in &items {
             if let Item::Event(record) = item
                 && record.origin.is_none()
@@ -164,7 +178,6 @@ async fn forward(
                     record,
                 );
                 n += 1;
-                highest = record.seq;
             }
         }
         if n > 0 {
@@ -173,12 +186,6 @@ async fn forward(
                 tracing::error!(error = %e, "federation: flushing before forwarding failed");
                 return Stop::Local;
             }
-            pipe.cmd("ZADD")
-                .arg(&marks_key)
-                .arg("GT")
-                .arg(highest)
-                .arg(&inner.node_id)
-                .ignore();
             let sent = tokio::select! {
                 _ = shutdown.cancelled() => return Stop::Shutdown,
                 r = pipe.query_async::<()>(conn) => r,
@@ -189,8 +196,7 @@ async fn forward(
                     error,
                 });
             }
-            fed.up(Link::Forwarder);
-            backoff.reset();
+            backoff.progress(fed, Link::Forwarder);
             inner.forwarded.fetch_add(n, Ordering::Relaxed);
         }
         // A full batch may leave items pending in the subscription: then

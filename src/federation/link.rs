@@ -1,12 +1,13 @@
 //! One Redis connection per task, (re)made with backoff until shutdown.
 //!
-//! A task counts as up only once a command on its connection succeeded, and
-//! its backoff starts again from the shortest wait only then: a Redis that
-//! accepts connections but refuses commands (out of memory, a read-only
-//! replica after a failover, a wrong password) is retried at the backoff's
-//! pace, not in a loop.
+//! A task's backoff starts again from the shortest wait only after it made
+//! progress (events sent, entries stored, a heartbeat written), and it
+//! reports itself up after a successful probe only while no failure has
+//! happened since its last progress: a Redis that accepts connections and
+//! reads but refuses writes (out of memory, a read-only replica) stays
+//! reported down and is retried at the backoff's pace, not in a loop.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
@@ -17,18 +18,18 @@ use super::{Federation, Link};
 /// First wait after a failure; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// At most one immediate reconnect after a failed command per this long.
-const QUICK_RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long making a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest error text kept (a parse error quotes the whole reply).
 const MAX_ERROR_CHARS: usize = 200;
 
-/// Exponential backoff between attempts; reset after a command succeeded.
+/// Exponential backoff between attempts, and whether the task is failing.
 pub(super) struct Backoff {
     delay: Duration,
-    /// When a failed command last led to an immediate reconnect.
-    last_quick: Option<Instant>,
+    /// A failure happened since the last progress.
+    failing: bool,
+    /// One immediate reconnect is allowed per stretch of progress.
+    quick_left: bool,
 }
 
 /// A Redis command that failed in a task's session.
@@ -41,21 +42,35 @@ impl Backoff {
     pub fn new() -> Self {
         Self {
             delay: FIRST_BACKOFF,
-            last_quick: None,
+            failing: false,
+            quick_left: true,
         }
     }
 
-    /// A command succeeded: the next failure waits the shortest time again.
-    pub fn reset(&mut self) {
+    /// The task made progress: it is up, and the next failure waits the
+    /// shortest time again (after one immediate reconnect).
+    pub fn progress(&mut self, fed: &Federation, task: Link) {
         self.delay = FIRST_BACKOFF;
+        self.failing = false;
+        self.quick_left = true;
+        fed.up(task);
+    }
+
+    /// A probe (a command that proves the connection, not the work)
+    /// succeeded: the task is up unless it has been failing since its last
+    /// progress.
+    pub fn probed(&self, fed: &Federation, task: Link) {
+        if !self.failing {
+            fed.up(task);
+        }
     }
 
     /// After `task`'s session ended with `failure` (`None`: something else
     /// than Redis failed, already logged): true to reconnect, false at
-    /// shutdown. The first failure in a second reconnects at once without
-    /// reporting Redis down (Redis dropped the connection, e.g. a restart:
-    /// a fresh connection tells whether it is really down); otherwise Redis
-    /// is reported down and the task waits its backoff.
+    /// shutdown. A dropped connection right after progress reconnects at
+    /// once without reporting Redis down (e.g. Redis restarted: a fresh
+    /// connection tells whether it is really down); any other failure is
+    /// reported and the task waits its backoff.
     pub async fn after(
         &mut self,
         fed: &Federation,
@@ -64,16 +79,18 @@ impl Backoff {
         shutdown: &CancellationToken,
     ) -> bool {
         if let Some(f) = failure {
-            let quick = self
-                .last_quick
-                .is_none_or(|t| t.elapsed() >= QUICK_RETRY_EVERY);
-            if quick {
-                self.last_quick = Some(Instant::now());
-                tracing::debug!(error = %describe(&f.error), what = f.what, "federation: Redis command failed; reconnecting");
+            let dropped = f.error.is_connection_dropped() || f.error.is_io_error();
+            if dropped && self.quick_left && !self.failing {
+                self.quick_left = false;
+                tracing::debug!(error = %describe(&f.error), what = f.what, "federation: Redis dropped the connection; reconnecting");
                 return !shutdown.is_cancelled();
             }
             fed.failed(task, f.what, &f.error);
         }
+        self.failing = true;
+        fed.0
+            .reconnects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.wait(shutdown).await
     }
 
@@ -109,14 +126,14 @@ pub(super) async fn connect(
         };
         match result {
             Ok(conn) => return Some(conn),
-            Err(e) => {
-                fed.failed(task, "connect", &e);
-                if !backoff.wait(shutdown).await {
+            Err(error) => {
+                let failure = Failure {
+                    what: "connect",
+                    error,
+                };
+                if !backoff.after(fed, task, Some(failure), shutdown).await {
                     return None;
                 }
-                fed.0
-                    .reconnects
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

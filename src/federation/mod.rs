@@ -118,6 +118,9 @@ struct Inner {
     /// Each task's link state ([`Link`]): 0 not tried yet, 1 up, 2 down.
     links: [AtomicU8; 3],
     last_error: Mutex<Option<String>>,
+    /// Why the forwarder stopped for good (its node id belongs to another
+    /// data dir), if it did.
+    forwarding_stopped: Mutex<Option<String>>,
     forwarded: AtomicU64,
     received: AtomicU64,
     skipped: [AtomicU64; 5],
@@ -138,7 +141,8 @@ struct Inner {
 /// What `/health/detailed` and the admin stats show.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
-    /// `ok`, or `down` while Redis is unreachable.
+    /// `ok`; `down` while Redis is unreachable; `stopped` when this node
+    /// forwards nothing because its node id belongs to another data dir.
     pub status: &'static str,
     pub node_id: String,
     /// `up` or `down`.
@@ -151,6 +155,8 @@ pub struct Snapshot {
     pub forward_lag_events: u64,
     /// Age of the last shared-stream entry when it was read (0: caught up).
     pub receive_lag_ms: u64,
+    /// Why this node forwards nothing, when it does not (see `status`).
+    pub forwarding_stopped: Option<String>,
     pub last_error: Option<String>,
     pub nodes_alive: usize,
     pub nodes: Vec<NodeView>,
@@ -198,6 +204,7 @@ impl Federation {
             cfg: cfg.clone(),
             links: Default::default(),
             last_error: Mutex::new(None),
+            forwarding_stopped: Mutex::new(None),
             forwarded: AtomicU64::new(0),
             received: AtomicU64::new(0),
             skipped: Default::default(),
@@ -297,8 +304,13 @@ impl Federation {
         let c = self.counters();
         let nodes = self.nodes();
         let up = self.redis_up();
+        let stopped = self.forwarding_stopped();
         Snapshot {
-            status: if up { "ok" } else { "down" },
+            status: match (up, &stopped) {
+                (false, _) => "down",
+                (true, Some(_)) => "stopped",
+                (true, None) => "ok",
+            },
             node_id: self.0.node_id.clone(),
             redis: if up { "up" } else { "down" },
             required: self.required(),
@@ -307,6 +319,7 @@ impl Federation {
             skipped: c.skipped.iter().map(|(_, n)| n).sum(),
             forward_lag_events: c.forward_lag_events,
             receive_lag_ms: c.receive_lag_ms,
+            forwarding_stopped: stopped,
             last_error: self
                 .0
                 .last_error
@@ -354,11 +367,31 @@ impl Federation {
     fn down(&self, task: Link, reason: String) {
         let was = self.0.links[task as usize].swap(LINK_DOWN, Ordering::Relaxed);
         if was != LINK_DOWN {
-            tracing::warn!(error = %reason, "federation: Redis unreachable; local clients are still served, retrying");
+            tracing::warn!(error = %reason, "federation: Redis unreachable or refusing commands; local clients are still served, retrying");
         } else {
             tracing::debug!(error = %reason, "federation: Redis still unreachable");
         }
         *self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    /// Why the forwarder stopped for good, if it did.
+    pub fn forwarding_stopped(&self) -> Option<String> {
+        self.0
+            .forwarding_stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The forwarder stops until restart: logged once as an ERROR, shown
+    /// in the status (`stopped`, not Redis `down`: Redis is fine).
+    fn stop_forwarding(&self, reason: String) {
+        tracing::error!("federation: {reason}");
+        *self
+            .0
+            .forwarding_stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
     /// [`Federation::down`] for a failed Redis command.

@@ -94,6 +94,19 @@ impl Session<'_> {
         backoff: &mut link::Backoff,
     ) -> Stop {
         let inner = &self.fed.0;
+        // A quick probe: the first XREAD may block for BLOCK_MS.
+        let ping_cmd = redis::cmd("PING");
+        let ping = tokio::select! {
+            _ = self.shutdown.cancelled() => return Stop::Shutdown,
+            r = ping_cmd.query_async::<()>(conn) => r,
+        };
+        if let Err(error) = ping {
+            return Stop::Redis(link::Failure {
+                what: "receiver PING",
+                error,
+            });
+        }
+        backoff.probed(self.fed, Link::Receiver);
         let mut check = true;
         loop {
             if check {
@@ -123,17 +136,18 @@ impl Session<'_> {
                     });
                 }
             };
-            self.fed.up(Link::Receiver);
-            backoff.reset();
+            backoff.probed(self.fed, Link::Receiver);
             // Catching up (a full batch): Redis may be trimming ahead of us.
             check = entries.len() >= inner.cfg.batch_events;
             let Some(newest) = entries.last().map(|(id, _)| id.clone()) else {
                 inner.receive_lag_ms.store(0, Ordering::Relaxed);
+                backoff.progress(self.fed, Link::Receiver);
                 continue;
             };
             if let Err(stop) = self.store_entries(&newest, entries).await {
                 return stop;
             }
+            backoff.progress(self.fed, Link::Receiver);
             *last = newest;
             if let Err(e) = self.store.set_received(last) {
                 tracing::error!(error = %e, "federation: cannot save the receiver's position");

@@ -500,6 +500,13 @@ fn federation(e: &mut DescriptorEncoder, s: &Sources) -> Result<(), std::fmt::Er
     )?;
     single(
         e,
+        "tidings_federation_forwarding_stopped",
+        "1 when this node forwards nothing because its node_id belongs to another data dir \
+         (see components.federation.forwarding_stopped), else 0",
+        ConstGauge::new(u64::from(f.forwarding_stopped().is_some())),
+    )?;
+    single(
+        e,
         "tidings_federation_nodes_alive",
         "Nodes with a live heartbeat, this one included",
         gauge(c.nodes_alive),

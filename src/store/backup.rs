@@ -486,18 +486,7 @@ mod tests {
         assert_eq!(late.holds_data().unwrap(), Some("streams"));
     }
 
-    /// Opens `dir` again once sled's background thread of the store just
-    /// dropped has let go of its lock.
-    fn reopen(dir: &std::path::Path, cfg: &StorageConfig) -> Store {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match Store::open(dir, cfg) {
-                Ok(store) => return store,
-                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
-        }
-    }
+    use crate::store::reopen;
 
     fn header(last_seq: u64) -> Header {
         Header {

@@ -79,6 +79,24 @@ impl Store {
         Ok(())
     }
 
+    /// This data dir's random id (32 hex digits), made once: federation
+    /// claims the node id for it, so that one node id never speaks for two
+    /// logs. Not in backups: a restored store is another data dir.
+    pub fn store_id(&self) -> Result<String> {
+        let meta = &self.0.meta;
+        if let Some(v) = meta.get(keys::META_STORE_ID)? {
+            return Ok(String::from_utf8_lossy(&v).into_owned());
+        }
+        let id = format!("{:032x}", rand::random::<u128>());
+        // Another caller may have made one meanwhile: the first one stays.
+        let _ = meta.compare_and_swap(keys::META_STORE_ID, None::<&[u8]>, Some(id.as_bytes()))?;
+        self.0.db.flush()?;
+        let v = meta
+            .get(keys::META_STORE_ID)?
+            .ok_or_else(|| Error::Store("meta.store_id vanished".into()))?;
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
     /// Every local seq up to this one has been forwarded.
     pub fn forwarded(&self) -> Result<u64> {
         Ok(self
@@ -193,7 +211,7 @@ mod tests {
     fn repeats_from_a_node_are_recognised_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+            let store = crate::store::reopen(dir.path(), &StorageConfig::default());
             let got = write(
                 &store,
                 vec![
@@ -207,7 +225,7 @@ mod tests {
             assert_eq!(got, vec![1, 2, 0, 0, 3]);
             store.flush_blocking().unwrap();
         }
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let store = crate::store::reopen(dir.path(), &StorageConfig::default());
         // A repeat by key still moves the node's mark.
         let got = write(
             &store,
@@ -243,7 +261,7 @@ mod tests {
     #[test]
     fn an_id_the_store_holds_events_of_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let store = crate::store::reopen(dir.path(), &StorageConfig::default());
         // As after a restore of edge-1's backup: its events are another node's.
         assert_eq!(write(&store, vec![peer_event("edge-1", 3, None)]), [1]);
         let refused = |configured: Option<&str>, want: &str| {
@@ -280,7 +298,7 @@ mod tests {
         assert!(store.node_id(Some("edge-2")).is_err());
         store.flush_blocking().unwrap();
         drop(store);
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let store = crate::store::reopen(dir.path(), &StorageConfig::default());
         assert_eq!(store.node_id(Some("edge-2")).unwrap(), "edge-2");
         assert_eq!(store.node_id(None).unwrap(), "edge-2");
         // The old id's mark kept its higher value (3 > the one event here).
@@ -291,7 +309,7 @@ mod tests {
     fn a_changed_id_marks_the_events_produced_so_far_as_the_old_ids() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+            let store = crate::store::reopen(dir.path(), &StorageConfig::default());
             assert_eq!(store.node_id(Some("a")).unwrap(), "a");
             let mut local = peer_event("x", 1, None);
             local.origin = None;
@@ -300,7 +318,7 @@ mod tests {
             writer.publish_visible();
             store.flush_blocking().unwrap();
         }
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let store = crate::store::reopen(dir.path(), &StorageConfig::default());
         assert_eq!(store.node_id(Some("a2")).unwrap(), "a2");
         // Its own entries under "a", read back from Redis, are repeats.
         assert_eq!(
@@ -317,7 +335,7 @@ mod tests {
     fn node_id_is_generated_once_and_positions_persist() {
         let dir = tempfile::tempdir().unwrap();
         let id = {
-            let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+            let store = crate::store::reopen(dir.path(), &StorageConfig::default());
             let id = store.node_id(None).unwrap();
             assert!(crate::federation::valid_node_id(&id), "{id}");
             assert_eq!(store.node_id(None).unwrap(), id);
@@ -326,7 +344,7 @@ mod tests {
             store.0.db.flush().unwrap();
             id
         };
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let store = crate::store::reopen(dir.path(), &StorageConfig::default());
         assert_eq!(store.node_id(None).unwrap(), id);
         assert_eq!(store.forwarded().unwrap(), 42);
         assert_eq!(

@@ -42,6 +42,9 @@ pub const META_FLOOR_PREFIX: &[u8] = b"floor\0";
 
 /// UTF-8: this node's federation id, generated once (`store/federation.rs`).
 pub const META_NODE_ID: &[u8] = b"node_id";
+/// ASCII: this data dir's random id, claimed with the node id in Redis
+/// (`<prefix>:owners`) so that one node id never speaks for two logs.
+pub const META_STORE_ID: &[u8] = b"store_id";
 /// u64 BE: every local seq up to this one has been forwarded to Redis.
 pub const META_FORWARDED: &[u8] = b"federation_forwarded";
 /// ASCII: the id of the last shared Redis Stream entry this node has read.

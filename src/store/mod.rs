@@ -470,6 +470,20 @@ impl Store {
     }
 }
 
+/// Opens `dir` again once sled's background thread of a store just dropped
+/// has let go of its lock (tests that reopen a store).
+#[cfg(test)]
+pub(crate) fn reopen(dir: &std::path::Path, cfg: &StorageConfig) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, cfg) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,7 +114,8 @@ pub struct Stats {
 /// admin stats).
 #[derive(ToSchema)]
 pub struct FederationStatus {
-    /// `ok`, or `down` while Redis is unreachable.
+    /// `ok`; `down` while Redis is unreachable; `stopped` when this node
+    /// forwards nothing because its node id belongs to another data dir.
     pub status: String,
     pub node_id: String,
     /// `up` or `down`.
@@ -131,6 +132,9 @@ pub struct FederationStatus {
     pub forward_lag_events: u64,
     /// Age of the last shared-stream entry when it was read (0: caught up).
     pub receive_lag_ms: u64,
+    /// Why this node forwards nothing, when it does not.
+    #[schema(required = true)]
+    pub forwarding_stopped: Option<String>,
     /// The last Redis failure, if any.
     #[schema(required = true)]
     pub last_error: Option<String>,
