@@ -846,3 +846,82 @@ fn bad_federation_settings_are_named_without_the_password() {
     );
     assert!(printed.contains("node_id = \"edge-1\"\n"), "{printed}");
 }
+
+/// A Redis that wants a password: nodes with it in `redis_url` federate; a
+/// node with a wrong one reports Redis down with an authentication error
+/// and never shows either password (health, metrics; the configuration's
+/// redaction is checked in `bad_federation_settings_…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_password_in_the_url_is_used_and_never_shown() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    const PASSWORD: &str = "s3cret-redis-pw";
+    const WRONG: &str = "not-the-pw-42";
+    // Before any node connects; the harness's own queries end here.
+    assert!(
+        format!(
+            "{:?}",
+            redis.query(&["CONFIG", "SET", "requirepass", PASSWORD])
+        )
+        .contains("OK"),
+        "requirepass set"
+    );
+    let with = |password: &str| {
+        redis
+            .url()
+            .replace("redis://", &format!("redis://:{password}@"))
+    };
+    let (good, bad) = (with(PASSWORD), with(WRONG));
+    let a = TestServer::start_with(|c| federate(c, &good, Some("a"))).await;
+    let b = TestServer::start_with(|c| federate(c, &good, Some("b"))).await;
+    let c = TestServer::start_with(|c| federate(c, &bad, Some("c"))).await;
+    let (na, nb, nc) = (Node::of("a", &a), Node::of("b", &b), Node::of("c", &c));
+    wait_cluster(&[Node::of("a", &a), Node::of("b", &b)], &["a", "b"]).await;
+    na.publish("orders", "with-password").await;
+    eventually("B to store A's event", || async {
+        let got = markers(&stream_events(&nb.api, "orders").await)
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>();
+        if got == ["with-password"] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    let f = eventually("C to report the refused password", || async {
+        let f = nc.federation().await;
+        let error = f["last_error"].as_str().unwrap_or("").to_ascii_lowercase();
+        if f["redis"] == "down" && (error.contains("auth") || error.contains("password")) {
+            Ok(f)
+        } else {
+            Err(f.to_string())
+        }
+    })
+    .await;
+    assert_eq!(f["status"], "down", "{f}");
+    for node in [&na, &nb, &nc] {
+        let (_, health) = node.api.get_json(HEALTH).await;
+        let metrics = scrape(&node.api).await;
+        for shown in [health.to_string(), metrics] {
+            assert!(
+                !shown.contains(PASSWORD) && !shown.contains(WRONG),
+                "{} shows a Redis password: {shown}",
+                node.name
+            );
+        }
+    }
+    // C stays ready (not required) and keeps its own events.
+    let (status, _) = nc.api.get_json("/health/ready").await;
+    assert_eq!(status, 200);
+    nc.publish("orders", "local-only").await;
+    assert_eq!(
+        markers(&stream_events(&nc.api, "orders").await),
+        ["local-only"]
+    );
+    for server in [a, b, c] {
+        server.stop().await;
+    }
+}
