@@ -18,11 +18,11 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::client::{Api, HEALTH, STREAMS, assert_digits};
+use common::client::{Api, HEALTH, STREAMS, assert_digits, scrape};
 use common::federation::{
     FED_WAIT, FENCES, Logged, Node, admin, all_events, assert_converged, assert_exactly,
     assert_same_json, blocking, check_cluster, eventually, federate, federation_lines,
-    federation_samples, federation_value, markers, process_env, publisher, scrape, settle, skipped,
+    federation_samples, federation_value, markers, process_env, publisher, settle, skipped,
     start_node, stream_events, wait_cluster, without_id,
 };
 use common::redis::RedisServer;

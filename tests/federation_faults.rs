@@ -14,11 +14,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::client::{BATCH, HEALTH};
+use common::client::{BATCH, HEALTH, scrape};
 use common::federation::{
     FED_WAIT, FENCES, Logged, Node, all_events, assert_converged, assert_exactly, assert_same_json,
     blocking, check_up, entries, eventually, federate, federation_lines, federation_samples,
-    federation_value, field, inject, markers, process_env, scrape, settle, skipped, start_node,
+    federation_value, field, inject, markers, process_env, settle, skipped, start_node,
     stream_events, wait_cluster, with_env, xlen,
 };
 use common::redis::RedisServer;

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::client::{Api, BATCH, BROADCAST, EVENTS, HEALTH};
+use common::client::{Api, BATCH, BROADCAST, EVENTS, HEALTH, scrape};
 use common::ws::{Ws, expect, send};
 use common::{
     TEST_JWT_SECRET, TestServer, assert_error, get_json, hs256_token, wait_until, within,
@@ -162,19 +162,6 @@ async fn connected(server: &TestServer) -> Ws {
     .expect("connect");
     expect(&mut ws, "system:connected").await;
     ws
-}
-
-async fn scrape(api: &Api) -> String {
-    let r = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(r.status(), 200, "GET /metrics");
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
-    r.text().await.expect("body")
 }
 
 /// Waits until `name{labels}` sums to at least `want`; returns the scrape.

@@ -370,3 +370,17 @@ pub fn assert_millis_time(event: &Value) {
         "time {time:?} is RFC 3339 with milliseconds"
     );
 }
+
+/// `GET /metrics` as text (OpenMetrics).
+pub async fn scrape(api: &Api) -> String {
+    let r = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(r.status(), 200, "GET /metrics");
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    r.text().await.expect("metrics body")
+}

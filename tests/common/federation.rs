@@ -297,18 +297,6 @@ pub async fn assert_converged(nodes: &[Node], want: &BTreeSet<String>) {
     }
 }
 
-/// `GET /metrics` as text.
-pub async fn scrape(api: &Api) -> String {
-    let r = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(r.status(), 200, "GET /metrics");
-    r.text().await.expect("metrics body")
-}
-
 /// The samples of the family `tidings_federation_<name>` (`name` with its
 /// `_total` for counters): (labels as `k="v",…`, value).
 pub fn federation_samples(text: &str, name: &str) -> Vec<(String, f64)> {
