@@ -458,7 +458,7 @@ mod tests {
         let done = restored.restore(&mut &export[..], secs).unwrap();
         assert_eq!((done.counts, done.skipped, done.last_seq), (counts, 0, 3));
         drop(restored);
-        let restored = Store::open(dirs[1].path(), &cfg).unwrap();
+        let restored = reopen(dirs[1].path(), &cfg);
         let want: Vec<_> = all(&source, secs).iter().map(|e| fields(e)).collect();
         let got: Vec<_> = all(&restored, secs).iter().map(|e| fields(e)).collect();
         assert_eq!(got, want);

@@ -175,23 +175,10 @@ fn generated_node_id() -> String {
 mod tests {
     use super::*;
     use crate::config::StorageConfig;
-    use crate::event::{EventInput, EventRules, NewEvent, Now, Origin};
+    use crate::event::{NewEvent, Origin};
 
     fn peer_event(node: &str, seq: u64, key: Option<&str>) -> NewEvent {
-        let mut e = EventInput {
-            stream_id: Some("shared".into()),
-            event_type: Some("t".into()),
-            key: key.map(Into::into),
-            ..EventInput::default()
-        }
-        .normalize(
-            EventRules {
-                max_event_bytes: 4096,
-                default_ttl_secs: 3600,
-            },
-            Now::system(),
-        )
-        .unwrap();
+        let mut e = crate::store::test_event("shared", "t", key);
         e.origin = Some(Origin {
             node: node.into(),
             seq,

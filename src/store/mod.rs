@@ -484,28 +484,30 @@ pub(crate) fn reopen(dir: &std::path::Path, cfg: &StorageConfig) -> Store {
     }
 }
 
+/// A valid event on `stream` of type `ty` (store tests).
+#[cfg(test)]
+pub(crate) fn test_event(stream: &str, ty: &str, key: Option<&str>) -> crate::event::NewEvent {
+    use crate::event::{EventInput, EventRules, Now};
+    EventInput {
+        stream_id: Some(stream.into()),
+        event_type: Some(ty.into()),
+        key: key.map(Into::into),
+        ..EventInput::default()
+    }
+    .normalize(
+        EventRules {
+            max_event_bytes: 4096,
+            default_ttl_secs: 3600,
+        },
+        Now::system(),
+    )
+    .expect("a valid test event")
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_event as event;
     use super::*;
-    use crate::event::{EventInput, EventRules, NewEvent, Now};
-
-    fn event(stream: &str, ty: &str, key: Option<&str>) -> NewEvent {
-        let input = EventInput {
-            stream_id: Some(stream.into()),
-            event_type: Some(ty.into()),
-            key: key.map(Into::into),
-            ..EventInput::default()
-        };
-        input
-            .normalize(
-                EventRules {
-                    max_event_bytes: 4096,
-                    default_ttl_secs: 3600,
-                },
-                Now::system(),
-            )
-            .unwrap()
-    }
 
     fn seqs(r: &ReadResult) -> Vec<u64> {
         r.events.iter().map(|e| e.seq).collect()
@@ -585,7 +587,7 @@ mod tests {
             assert_eq!(c.records.len(), 2);
             store.flush_blocking().unwrap();
         }
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let store = reopen(dir.path(), &StorageConfig::default());
         let mut writer = store.writer();
         let c = writer
             .write_group(&[vec![event("s", "t", Some("k2")), event("s", "t", None)]])

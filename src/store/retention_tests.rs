@@ -2,27 +2,13 @@
 
 use super::*;
 use crate::config::StorageConfig;
-use crate::event::{EventInput, EventRules, NewEvent, Now};
+use crate::event::NewEvent;
 use crate::store::StreamSettings;
 
 const NOW: u64 = 1_000_000;
 
 fn event(stream: &str, expires_at: u64, key: Option<&str>) -> NewEvent {
-    let input = EventInput {
-        stream_id: Some(stream.into()),
-        event_type: Some("t".into()),
-        key: key.map(Into::into),
-        ..EventInput::default()
-    };
-    let mut ev = input
-        .normalize(
-            EventRules {
-                max_event_bytes: 4096,
-                default_ttl_secs: 3600,
-            },
-            Now::system(),
-        )
-        .unwrap();
+    let mut ev = crate::store::test_event(stream, "t", key);
     ev.expires_at = expires_at;
     ev
 }
