@@ -107,14 +107,15 @@ impl Session<'_> {
             });
         }
         backoff.probed(self.fed, Link::Receiver);
-        let mut check = true;
+        // Once per session (after an outage or a restart). Not while
+        // catching up: a node whose own publishing outruns its receiver
+        // finds its own entries trimmed, which loses nothing, and the check
+        // cannot tell whose entries went.
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return Stop::Shutdown,
+            _ = check_trimmed(self.fed, conn, last) => {}
+        }
         loop {
-            if check {
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => return Stop::Shutdown,
-                    _ = check_trimmed(self.fed, conn, last) => {}
-                }
-            }
             let mut cmd = redis::cmd("XREAD");
             cmd.arg("COUNT")
                 .arg(inner.cfg.batch_events)
@@ -137,8 +138,6 @@ impl Session<'_> {
                 }
             };
             backoff.probed(self.fed, Link::Receiver);
-            // Catching up (a full batch): Redis may be trimming ahead of us.
-            check = entries.len() >= inner.cfg.batch_events;
             let Some(newest) = entries.last().map(|(id, _)| id.clone()) else {
                 inner.receive_lag_ms.store(0, Ordering::Relaxed);
                 backoff.progress(self.fed, Link::Receiver);
